@@ -1,0 +1,189 @@
+//! Executes a plan as one transaction: exclusive lock, undo journal with backups,
+//! atomic writes, directory fsyncs, and rollback on any failure. An interrupted run is
+//! rolled back by the next one ([`recover`]).
+
+pub mod journal;
+pub mod lock;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::fsx;
+use crate::layout;
+use crate::plan::{Action, Plan};
+use crate::root::{Root, RootError};
+use journal::TxnDir;
+
+/// Why an apply failed. The root has been rolled back unless `RollbackFailed`.
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    /// A step failed; every change was undone.
+    #[error("{step} failed: {source}; all changes were rolled back")]
+    Step {
+        /// What was being done (e.g. `write /etc/hosts`).
+        step: String,
+        /// Cause.
+        source: io::Error,
+    },
+    /// A step failed and so did the undo: the journal is kept for the next run.
+    #[error("{step} failed: {source}; rolling back also failed ({rollback}); the journal in {journal} will be replayed by the next `vmagent apply` or `vmagent recover`")]
+    RollbackFailed {
+        /// What was being done.
+        step: String,
+        /// Cause.
+        source: io::Error,
+        /// Why undo failed.
+        rollback: io::Error,
+        /// Journal path.
+        journal: String,
+    },
+    /// The journal could not be written; nothing was changed.
+    #[error("cannot record the undo journal in {dir}: {source}; nothing was changed")]
+    Journal {
+        /// Transaction dir.
+        dir: String,
+        /// Cause.
+        source: io::Error,
+    },
+    /// Path resolution failed.
+    #[error(transparent)]
+    Root(#[from] RootError),
+}
+
+/// The transaction directory of a root.
+pub fn txn_dir(root: &Root) -> Result<TxnDir, RootError> {
+    Ok(TxnDir { dir: root.resolve(Path::new(layout::STATE_DIR))?.join("txn") })
+}
+
+/// Creates the state directory (0700: it holds backups of secrets) if missing and
+/// returns its host path. It is vmagent's own bookkeeping, not part of any plan.
+pub fn state_dir(root: &Root) -> Result<PathBuf, ApplyError> {
+    let dir = root.resolve(Path::new(layout::STATE_DIR))?;
+    if !dir.is_dir() {
+        let err = |source| ApplyError::Journal { dir: dir.display().to_string(), source };
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        fsx::create_dir(&dir, layout::STATE_MODE, None).map_err(err)?;
+    }
+    Ok(dir)
+}
+
+/// Rolls back an interrupted apply, if one left a journal. Returns the paths restored
+/// (relative to the root), or `None` when there was nothing to recover.
+pub fn recover(root: &Root) -> Result<Option<Vec<PathBuf>>, ApplyError> {
+    let txn = txn_dir(root)?;
+    let step = |source| ApplyError::Step { step: "recovering the interrupted apply".into(), source };
+    match txn.pending().map_err(step)? {
+        None => Ok(None),
+        Some(j) => Ok(Some(txn.rollback(root.base(), &j).map_err(step)?)),
+    }
+}
+
+/// Test hook: `VMAGENT_FAULT=fail:N` fails, `abort:N` kills the process, after N
+/// actions. Compiled only into debug builds, which is what the test suite runs.
+fn fault_after(done: usize) -> io::Result<()> {
+    #[cfg(debug_assertions)]
+    if let Ok(spec) = std::env::var("VMAGENT_FAULT") {
+        let (kind, n) = spec.split_once(':').unwrap_or((&spec, "0"));
+        if n.parse::<usize>().ok() == Some(done) {
+            match kind {
+                "abort" => std::process::abort(),
+                "fail" => return Err(io::Error::other(format!("injected fault after {done} actions"))),
+                _ => {}
+            }
+        }
+    }
+    let _ = done;
+    Ok(())
+}
+
+/// Executes `plan` under `root`. The caller holds the lock.
+pub fn execute(root: &Root, plan: &Plan) -> Result<(), ApplyError> {
+    let txn = txn_dir(root)?;
+    let hosts: Vec<PathBuf> = plan
+        .actions
+        .iter()
+        .map(|a| host_path(root, a))
+        .collect::<Result<_, _>>()?;
+    std::fs::create_dir_all(&txn.dir)
+        .map_err(|source| ApplyError::Journal { dir: txn.dir.display().to_string(), source })?;
+    let journal = txn
+        .begin(root.base(), &hosts)
+        .map_err(|source| ApplyError::Journal { dir: txn.dir.display().to_string(), source })?;
+    let mut dirs = BTreeSet::new();
+    let mut step = String::from("starting the transaction");
+    let result = (|| {
+        fault_after(0)?;
+        for (i, (action, host)) in plan.actions.iter().zip(&hosts).enumerate() {
+            step = format!("{} {}", verb(action), action.path());
+            run(action, host)?;
+            if let Some(p) = host.parent() {
+                dirs.insert(p.to_path_buf());
+            }
+            fault_after(i + 1)?;
+        }
+        step = "syncing directories".into();
+        for d in &dirs {
+            fsx::sync_dir(d)?;
+        }
+        step = "committing".into();
+        txn.commit()
+    })();
+    match result {
+        Ok(()) => Ok(()),
+        Err(source) => match txn.rollback(root.base(), &journal) {
+            Ok(_) => Err(ApplyError::Step { step, source }),
+            Err(rollback) => Err(ApplyError::RollbackFailed {
+                step,
+                source,
+                rollback,
+                journal: txn.journal().display().to_string(),
+            }),
+        },
+    }
+}
+
+/// Host path an action touches. Resolution happens just before the journal is made,
+/// when `/etc/istio` may not exist yet; a path under it is then mapped through the
+/// link the plan creates.
+fn host_path(root: &Root, a: &Action) -> Result<PathBuf, RootError> {
+    let (link, target) = layout::ETC_ISTIO;
+    let sys = a.path();
+    if matches!(a, Action::CreateSymlink { .. }) {
+        return root.resolve_parent(Path::new(sys));
+    }
+    if let Some(rest) = sys.strip_prefix(link).filter(|r| r.is_empty() || r.starts_with('/')) {
+        if fsx::meta(&root.resolve_parent(Path::new(link))?).ok().flatten().is_none() {
+            return root.resolve(Path::new(&format!("{target}{rest}")));
+        }
+    }
+    root.resolve(Path::new(sys))
+}
+
+fn verb(a: &Action) -> &'static str {
+    match a {
+        Action::CreateDir { .. } => "create directory",
+        Action::CreateSymlink { .. } => "create symlink",
+        Action::WriteFile { .. } => "write",
+        Action::SetMeta { .. } => "set owner/mode of",
+        Action::Remove { .. } => "remove",
+    }
+}
+
+fn ids(o: Option<crate::plan::Ids>) -> Option<(u32, u32)> {
+    o.map(|i| (i.uid, i.gid))
+}
+
+fn run(a: &Action, host: &Path) -> io::Result<()> {
+    match a {
+        Action::CreateDir { mode, owner, .. } => fsx::create_dir(host, *mode, ids(*owner)),
+        Action::CreateSymlink { target, .. } => std::os::unix::fs::symlink(target, host),
+        Action::WriteFile { content, mode, owner, .. } => fsx::write_atomic(host, content, *mode, ids(*owner)),
+        Action::SetMeta { mode, owner, .. } => fsx::set_meta(host, *mode, ids(*owner)),
+        Action::Remove { .. } => fsx::remove_if_exists(host),
+    }
+}

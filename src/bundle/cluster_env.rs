@@ -1,0 +1,373 @@
+//! cluster.env: `KEY=value` lines that istio-start.sh *sources with bash as root*.
+//!
+//! So the grammar is the subset of shell assignments whose meaning is a literal string:
+//! a value is a concatenation of single-quoted segments (`'…'`, anything but `'`),
+//! double-quoted segments without `$`, backtick or backslash, and unquoted runs of
+//! characters that are never special to bash (`[A-Za-z0-9_@%+=:,./-]`). That covers
+//! everything istioctl writes (including its `'"'"'` escape for a quote). Keys that
+//! change how bash or the dynamic loader behave are refused, and the values that
+//! istio-start.sh pastes unquoted into a second shell must match strict formats.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use super::MemberError;
+
+/// One parsed `KEY=value` assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Var {
+    /// The variable name.
+    pub key: String,
+    /// The literal value bash would assign.
+    pub value: String,
+    /// 1-based line number in the file.
+    pub line: usize,
+}
+
+/// A validated cluster.env, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterEnv {
+    /// Assignments in the order they appear.
+    pub vars: Vec<Var>,
+}
+
+impl ClusterEnv {
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|v| v.key == key)
+            .map(|v| v.value.as_str())
+    }
+}
+
+/// Keys that alter bash, the dynamic loader, libc or interpreters started by the script.
+const DENIED: &[&str] = &[
+    "PATH",
+    "ENV",
+    "BASH_ENV",
+    "BASHOPTS",
+    "SHELLOPTS",
+    "IFS",
+    "PS1",
+    "PS2",
+    "PS3",
+    "PS4",
+    "PROMPT_COMMAND",
+    "CDPATH",
+    "GLOBIGNORE",
+    "EXECIGNORE",
+    "FUNCNEST",
+    "HISTFILE",
+    "INPUTRC",
+    "HOME",
+    "SHELL",
+    "USER",
+    "LOGNAME",
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "NLSPATH",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "RES_OPTIONS",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    "PERL5LIB",
+    "PERL5OPT",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "NODE_OPTIONS",
+    "SUDO_ASKPASS",
+    "SUDO_EDITOR",
+];
+const DENIED_PREFIXES: &[&str] = &["LD_", "BASH_", "MALLOC_"];
+
+/// Keys istioctl writes itself (mesh proxyMetadata keys are known too).
+const ISTIOCTL_KEYS: &[&str] = &[
+    "CANONICAL_SERVICE",
+    "CANONICAL_REVISION",
+    "POD_NAMESPACE",
+    "SERVICE_ACCOUNT",
+    "TRUST_DOMAIN",
+    "ISTIO_META_CLUSTER_ID",
+    "ISTIO_META_MESH_ID",
+    "ISTIO_META_NETWORK",
+    "ISTIO_META_WORKLOAD_NAME",
+    "ISTIO_METAJSON_LABELS",
+    "ISTIO_META_DNS_CAPTURE",
+    "ISTIO_META_AUTO_REGISTER_GROUP",
+    "ISTIO_META_POD_PORTS",
+    "ISTIO_INBOUND_PORTS",
+    "ISTIO_LOCAL_EXCLUDE_PORTS",
+    "ISTIO_NAMESPACE",
+    "ISTIO_SERVICE",
+    "ISTIO_SERVICE_CIDR",
+    "CA_ADDR",
+    "ISTIO_SVC_IP",
+];
+
+/// Parses and validates cluster.env. `known_extra` are the mesh's proxyMetadata keys,
+/// which istioctl copies into cluster.env and so are not worth a warning.
+pub fn parse(
+    data: &[u8],
+    known_extra: &BTreeSet<String>,
+) -> Result<(ClusterEnv, Vec<String>), MemberError> {
+    let text = std::str::from_utf8(data).map_err(|e| {
+        MemberError::at(
+            line_of(data, e.valid_up_to()),
+            "not valid UTF-8 text".into(),
+        )
+    })?;
+    let mut env = ClusterEnv::default();
+    let mut warnings = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, raw) in text.split('\n').enumerate() {
+        let n = i + 1;
+        if raw.ends_with('\r') {
+            return Err(MemberError::at(
+                n,
+                "has a Windows line ending (CRLF); convert the file with dos2unix".into(),
+            ));
+        }
+        let line = raw.trim_start_matches([' ', '\t']);
+        if line.trim_end().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, rest) = split_key(line).map_err(|r| MemberError::at(n, r))?;
+        check_key(key).map_err(|r| MemberError::at(n, r))?;
+        let value = parse_value(rest).map_err(|r| MemberError::at(n, r))?;
+        check_repasted(key, &value).map_err(|r| MemberError::at(n, r))?;
+        if let Some(first) = seen.insert(key.to_string(), n) {
+            return Err(MemberError::at(
+                n,
+                format!("key {key} is set twice (lines {first} and {n}); keep one"),
+            ));
+        }
+        if !ISTIOCTL_KEYS.contains(&key) && !known_extra.contains(key) {
+            warnings.push(format!(
+                "bundle member 'cluster.env' line {n}: key {key} is not one istioctl writes; kept as given"
+            ));
+        }
+        env.vars.push(Var {
+            key: key.to_string(),
+            value,
+            line: n,
+        });
+    }
+    Ok((env, warnings))
+}
+
+fn line_of(data: &[u8], offset: usize) -> usize {
+    data[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+fn split_key(line: &str) -> Result<(&str, &str), String> {
+    let end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(line.len());
+    let (key, rest) = line.split_at(end);
+    if key.is_empty() {
+        return Err("expected KEY=value (a variable name first)".into());
+    }
+    match rest.chars().next() {
+        Some('=') => Ok((key, &rest[1..])),
+        Some(' ') | Some('\t') if key == "export" => {
+            Err("'export' is not allowed; write plain KEY=value lines".into())
+        }
+        Some(' ') | Some('\t') if rest.trim_start().starts_with('=') => Err(format!(
+            "expected '=' right after {key} (spaces around '=' make bash run a command)"
+        )),
+        Some(' ') | Some('\t') => Err(format!(
+            "expected KEY=value; '{}' would run as a command",
+            shorten(line)
+        )),
+        _ => Err(format!("expected KEY=value, found '{}'", shorten(line))),
+    }
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    let first_ok = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_');
+    if !first_ok || !key.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+        return Err(format!(
+            "key '{key}' is not an upper-case variable name ([A-Z_][A-Z0-9_]*)"
+        ));
+    }
+    if DENIED.contains(&key) || DENIED_PREFIXES.iter().any(|p| key.starts_with(p)) {
+        return Err(format!(
+            "key {key} changes how the root shell or loader behaves; it is not allowed in cluster.env"
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes the value part of an assignment into the literal string bash would assign.
+fn parse_value(rest: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = rest.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        match c {
+            '\'' => loop {
+                match chars.next() {
+                    Some((_, '\'')) => break,
+                    Some((_, ch)) => out.push(ch),
+                    None => return Err("unterminated single quote".into()),
+                }
+            },
+            '"' => loop {
+                match chars.next() {
+                    Some((_, '"')) => break,
+                    Some((_, '$')) => return Err(
+                        "value uses '$' (variable expansion or command substitution); only literal values are allowed".into()),
+                    Some((_, '`')) => return Err(
+                        "value uses command substitution (backtick); only literal values are allowed".into()),
+                    Some((_, '\\')) => return Err(
+                        "value uses a backslash escape inside double quotes; use single quotes for literal values".into()),
+                    Some((_, ch)) => out.push(ch),
+                    None => return Err("unterminated double quote".into()),
+                }
+            },
+            ' ' | '\t' => {
+                // Trailing blanks are harmless; anything after them is a second word.
+                if chars.any(|(_, ch)| ch != ' ' && ch != '\t') {
+                    return Err("unexpected text after the value (quote values that contain spaces; trailing comments are not allowed)".into());
+                }
+                break;
+            }
+            c if is_plain(c) => out.push(c),
+            '$' => {
+                return Err(
+                    "value uses '$' (variable expansion or command substitution); only literal values are allowed"
+                        .into(),
+                )
+            }
+            '`' => {
+                return Err(
+                    "value uses command substitution (backtick); only literal values are allowed".into(),
+                )
+            }
+            c => {
+                return Err(format!(
+                    "unquoted character '{}' is special to the shell; single-quote the value",
+                    c.escape_default()
+                ))
+            }
+        }
+    }
+    if out.contains('\0') {
+        return Err("value contains a NUL byte".into());
+    }
+    Ok(out)
+}
+
+fn is_plain(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c)
+}
+
+/// istio-start.sh pastes these into a second `bash -c` string without quotes
+/// (ISTIO_SERVICE only up to Istio 1.11, as `--serviceCluster=${SVC}`).
+fn check_repasted(key: &str, value: &str) -> Result<(), String> {
+    let ok = match key {
+        "ISTIO_SVC_IP" => value.parse::<IpAddr>().is_ok(),
+        "POD_NAME" | "ISTIO_SERVICE" => is_dns1123_subdomain(value),
+        "ISTIO_NAMESPACE" => is_dns1123_label(value),
+        "ISTIO_AGENT_FLAGS" => value.split([' ', '\t']).all(|w| w.chars().all(is_plain)),
+        "ISTIO_BIN_BASE" | "ISTIO_LOG_DIR" => {
+            value.starts_with('/') && value.chars().all(is_plain)
+        }
+        _ => return Ok(()),
+    };
+    if ok || value.is_empty() {
+        Ok(())
+    } else {
+        let want = match key {
+            "ISTIO_SVC_IP" => "an IPv4 or IPv6 address",
+            "POD_NAME" | "ISTIO_SERVICE" => "a DNS-1123 name (lower-case letters, digits, '-', '.')",
+            "ISTIO_NAMESPACE" => "a DNS-1123 label (lower-case letters, digits, '-')",
+            "ISTIO_AGENT_FLAGS" => "flags made of letters, digits and _@%+=:,./- separated by spaces",
+            _ => "an absolute path of letters, digits and _@%+=:,./-",
+        };
+        Err(format!(
+            "{key} must be {want}: istio-start.sh pastes it unquoted into a root shell"
+        ))
+    }
+}
+
+/// A DNS-1123 label: 1-63 of `[a-z0-9-]`, alphanumeric at both ends.
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+fn shorten(s: &str) -> String {
+    let mut t: String = s.chars().take(40).collect();
+    if t.len() < s.len() {
+        t.push('…');
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> ClusterEnv {
+        parse(s.as_bytes(), &BTreeSet::new()).unwrap().0
+    }
+    fn err(s: &str) -> String {
+        parse(s.as_bytes(), &BTreeSet::new()).unwrap_err().reason
+    }
+
+    #[test]
+    fn istioctl_shapes_are_literal() {
+        let e = ok("A='x y'\nB=plain-1.2\nC=\"dq ok\"\nD='it'\"'\"'s'\nE=\n# c\n\n  F='{\"a\":\"b\"}'\n");
+        let v: Vec<_> = e.vars.iter().map(|v| v.value.as_str()).collect();
+        assert_eq!(v, ["x y", "plain-1.2", "dq ok", "it's", "", "{\"a\":\"b\"}"]);
+    }
+
+    #[test]
+    fn injections_are_refused() {
+        for (input, want) in [
+            ("A=$(id)", "'$'"),
+            ("A=\"$(id)\"", "'$'"),
+            ("A=`id`", "backtick"),
+            ("A=\"`id`\"", "backtick"),
+            ("A=x;id", "special"),
+            ("A=x id", "after the value"),
+            ("A='x'; id", "special"),
+            ("A=\"a\\\"b\"", "backslash"),
+            ("A='open", "unterminated"),
+            ("PATH=/tmp", "not allowed"),
+            ("LD_PRELOAD=/x.so", "not allowed"),
+            ("BASH_FUNC_X=1", "not allowed"),
+            ("lower=1", "upper-case"),
+            ("A =1", "right after"),
+            ("export A=1", "export"),
+            ("A=1\r", "CRLF"),
+            ("ISTIO_SVC_IP=1.2.3.4$", "'$'"),
+            ("ISTIO_SVC_IP='1.2.3.4;id'", "IPv4"),
+            ("POD_NAME='a b'", "DNS-1123"),
+            ("ISTIO_AGENT_FLAGS='--x;id'", "flags"),
+            ("A=1\nA=2", "twice"),
+            ("echo hi", "KEY=value"),
+        ] {
+            let e = err(input);
+            assert!(e.contains(want), "{input:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn strict_formats_accept_good_values() {
+        ok("ISTIO_SVC_IP='10.0.0.5'\nPOD_NAME=vm-1.x\nISTIO_NAMESPACE='vm-ns'\nISTIO_AGENT_FLAGS='--log_output_level=dns:debug --x'\n");
+    }
+}

@@ -1,0 +1,206 @@
+//! Command-line interface: argument definitions and dispatch to [`crate::run`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::report::{self, Document, Format};
+use crate::run::{self, exit, ApplyOptions, RunError};
+
+/// vmagent brings this VM into an Istio service mesh from an
+/// `istioctl x workload entry configure` bundle, safely and idempotently.
+#[derive(Debug, Parser)]
+#[command(name = "vmagent", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a bundle and install it: files, /etc/hosts, package, service.
+    Apply(ApplyArgs),
+    /// Validate a bundle only; touch nothing.
+    Check(CheckArgs),
+    /// Roll back an apply that was interrupted (e.g. killed); `apply` does this too.
+    Recover(RecoverArgs),
+}
+
+/// Where to work.
+#[derive(Debug, Args)]
+pub struct RootArgs {
+    /// Target root directory (an image or test tree); every path is resolved inside it.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Seconds to wait for another vmagent holding the lock.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub lock_timeout: u64,
+}
+
+/// `vmagent apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The bundle: a .tar, .tar.gz/.tgz, or the directory istioctl wrote.
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Print the plan (with diffs) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not install the istio-sidecar package.
+    #[arg(long)]
+    pub no_package: bool,
+    /// Do not enable or start the istio service.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Do not manage owners (for when user istio-proxy does not exist and will not).
+    #[arg(long)]
+    pub skip_owner: bool,
+    /// Accept a token that has expired (e.g. the workload certificate is still valid).
+    #[arg(long)]
+    pub allow_expired_token: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+/// `vmagent check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The bundle: a .tar, .tar.gz/.tgz, or the directory istioctl wrote.
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    /// Accept a token that has expired.
+    #[arg(long)]
+    pub allow_expired_token: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+/// `vmagent recover`.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+fn waiting(path: &std::path::Path) -> impl FnOnce() + '_ {
+    move || report::err_line(&format!("waiting for another vmagent to finish with {} ...", path.display()))
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Apply(a) => apply(a),
+        Command::Check(c) => check(c),
+        Command::Recover(r) => recover(r),
+    }
+}
+
+fn fail(doc: Document, e: &RunError, format: Format) -> u8 {
+    report::err_line(&format!("error: {e}"));
+    if format == Format::Json {
+        doc.failed(e).print_json();
+    }
+    e.exit_code()
+}
+
+fn apply(a: ApplyArgs) -> u8 {
+    let mut missing = Vec::new();
+    if !a.no_package {
+        missing.push("--no-package (install the istio-sidecar .deb/.rpm yourself first)");
+    }
+    if !a.no_start {
+        missing.push("--no-start (then run `systemctl enable --now istio`)");
+    }
+    if !missing.is_empty() {
+        let e = RunError::Unsupported(format!(
+            "this vmagent version cannot install the sidecar package or start the istio service yet; re-run with {}",
+            missing.join(" and ")
+        ));
+        return fail(Document::new("apply"), &e, a.output);
+    }
+    let opts = ApplyOptions {
+        bundle: a.bundle.clone(),
+        root: a.root.root.clone(),
+        dry_run: a.dry_run,
+        skip_owner: a.skip_owner,
+        allow_expired_token: a.allow_expired_token,
+        lock_timeout: Duration::from_secs(a.root.lock_timeout),
+    };
+    match run::apply(&opts, waiting(&a.root.root)) {
+        Ok(o) => {
+            match a.output {
+                Format::Json => Document::from_outcome(&o, a.dry_run).print_json(),
+                Format::Text => report::print_text(&o, &a.bundle.display().to_string(), &a.root.root.display().to_string()),
+            }
+            exit::OK
+        }
+        Err(e) => fail(Document::new("apply"), &e, a.output),
+    }
+}
+
+fn check(c: CheckArgs) -> u8 {
+    match run::check(&c.bundle, c.allow_expired_token) {
+        Ok(b) => {
+            match c.output {
+                Format::Json => {
+                    let mut d = Document::new("check").with_bundle(&b);
+                    d.result = "valid";
+                    d.warnings = b.warnings.clone();
+                    d.print_json();
+                }
+                Format::Text => {
+                    for w in &b.warnings {
+                        report::err_line(&format!("warning: {w}"));
+                    }
+                    report::out(&format!("bundle {} is valid: {}\n", c.bundle.display(), report::bundle_line(&b)));
+                    if !b.packages.is_empty() {
+                        let names: Vec<&str> = b.packages.iter().map(|p| p.name.as_str()).collect();
+                        report::out(&format!("packages in bundle: {}\n", names.join(", ")));
+                    }
+                }
+            }
+            exit::OK
+        }
+        Err(e) => fail(Document::new("check"), &e, c.output),
+    }
+}
+
+fn recover(r: RecoverArgs) -> u8 {
+    match run::recover(&r.root.root, Duration::from_secs(r.root.lock_timeout), waiting(&r.root.root)) {
+        Ok(found) => {
+            match r.output {
+                Format::Json => {
+                    let mut d = Document::new("recover");
+                    d.result = if found.is_some() { "recovered" } else { "nothing-to-recover" };
+                    d.recovered = found.unwrap_or_default();
+                    d.print_json();
+                }
+                Format::Text => match found {
+                    Some(p) => report::out(&format!("rolled back an interrupted apply ({} paths restored)\n", p.len())),
+                    None => report::out("nothing to recover\n"),
+                },
+            }
+            exit::OK
+        }
+        Err(e) => fail(Document::new("recover"), &e, r.output),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,200 @@
+//! Low-level file operations on host paths (already resolved through [`crate::root::Root`]).
+//!
+//! Every write is atomic: a temp file with a fixed name in the destination directory,
+//! owner and mode set on the open descriptor (never create-then-chown by path), fsync,
+//! rename. The fixed temp name (`.NAME.vmagent-tmp`) lets crash recovery remove exactly
+//! what an interrupted run left, and is safe because all writers hold the apply lock.
+//! Final components are opened with `O_NOFOLLOW`, so a symlink planted where a file
+//! should be is never written through or read as root.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{fchown, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// What stands at a path, without following a final symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A device, FIFO or socket.
+    Other,
+}
+
+/// Type, permission bits and owner of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// File type.
+    pub kind: Kind,
+    /// Permission bits (`0o7777` part of st_mode).
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+}
+
+/// lstat: `Ok(None)` when nothing is there.
+pub fn meta(path: &Path) -> io::Result<Option<Meta>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => {
+            let ft = m.file_type();
+            let kind = if ft.is_file() {
+                Kind::File
+            } else if ft.is_dir() {
+                Kind::Dir
+            } else if ft.is_symlink() {
+                Kind::Symlink
+            } else {
+                Kind::Other
+            };
+            Ok(Some(Meta {
+                kind,
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            }))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens an existing path for reading without following a final symlink and without
+/// blocking on a FIFO.
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Reads a regular file of at most `limit` bytes; `Ok(None)` when it does not exist.
+pub fn read_file(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    let f = match open_nofollow(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut buf = Vec::new();
+    f.take(limit.saturating_add(1)).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(Some(buf))
+}
+
+/// The fixed temp name used for atomic writes of `path`.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".vmagent-tmp");
+    path.with_file_name(name)
+}
+
+/// Writes `content` to `path` atomically with the given mode and owner.
+///
+/// The containing directory is *not* fsynced here: callers batch that per directory
+/// (see [`sync_dir`]) before they declare the change durable.
+pub fn write_atomic(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    remove_if_exists(&tmp)?;
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(content)?;
+        if let Some((uid, gid)) = owner {
+            fchown(&f, Some(uid), Some(gid))?;
+        }
+        // After fchown: chown clears setuid/setgid bits, so the mode goes last.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Sets mode and (optionally) owner of an existing file or directory, not following a
+/// final symlink.
+pub fn set_meta(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+    let f = open_nofollow(path)?;
+    if let Some((uid, gid)) = owner {
+        fchown(&f, Some(uid), Some(gid))?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.sync_all()
+}
+
+/// Creates one directory with mode and owner (parent must exist).
+pub fn create_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+    fs::create_dir(path)?;
+    set_meta(path, mode, owner)
+}
+
+/// fsyncs a directory so renames and creations inside it are durable.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// Removes a file or symlink; absent is fine.
+pub fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn atomic_write_sets_mode_and_leaves_no_temp() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        write_atomic(&p, b"hello", 0o640, None).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"hello");
+        assert_eq!(meta(&p).unwrap().unwrap().mode, 0o640);
+        assert!(!tmp_path(&p).exists());
+    }
+
+    #[test]
+    fn reading_never_follows_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("secret"), "s").unwrap();
+        symlink(t.path().join("secret"), t.path().join("link")).unwrap();
+        assert!(read_file(&t.path().join("link"), 10).is_err());
+        assert_eq!(meta(&t.path().join("link")).unwrap().unwrap().kind, Kind::Symlink);
+    }
+
+    #[test]
+    fn atomic_write_replaces_a_symlink_not_its_target() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("target"), "keep").unwrap();
+        symlink(t.path().join("target"), t.path().join("f")).unwrap();
+        write_atomic(&t.path().join("f"), b"new", 0o644, None).unwrap();
+        assert_eq!(fs::read(t.path().join("target")).unwrap(), b"keep");
+        assert_eq!(meta(&t.path().join("f")).unwrap().unwrap().kind, Kind::File);
+    }
+}

@@ -1,0 +1,117 @@
+//! The single table of where everything goes, with mode and owner. No other module
+//! spells a destination path.
+//!
+//! Ownership follows the documented `chown -R istio-proxy /var/lib/istio /etc/certs
+//! /etc/istio/proxy /etc/istio/config /var/run/secrets`, with one deliberate exception:
+//! `/var/lib/istio`, `/var/lib/istio/envoy` and `cluster.env` stay root-owned. The
+//! sidecar's start script *sources cluster.env as root*, and pilot-agent never writes
+//! into /var/lib/istio/envoy (it only reads envoy_bootstrap_tmpl.json there; it writes
+//! its bootstrap to /etc/istio/proxy and certificates to /etc/certs). A proxy-owned
+//! envoy directory would let the proxy user plant shell code for root. The package's
+//! postinst chowns that directory to istio-proxy, so vmagent re-asserts it after every
+//! install. Evidence: README.md, "Design notes".
+
+use crate::bundle::Member;
+
+/// Who owns a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// root:root
+    Root,
+    /// istio-proxy:istio-proxy (created by the sidecar package).
+    Proxy,
+}
+
+/// The account the sidecar package creates and the proxy runs as.
+pub const PROXY_USER: &str = "istio-proxy";
+
+/// A file installed from a bundle member.
+#[derive(Debug, Clone, Copy)]
+pub struct FileSpec {
+    /// Source member.
+    pub member: Member,
+    /// Destination system path.
+    pub path: &'static str,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub owner: Owner,
+}
+
+/// A directory vmagent creates when missing and keeps at this mode and owner.
+#[derive(Debug, Clone, Copy)]
+pub struct DirSpec {
+    /// System path.
+    pub path: &'static str,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub owner: Owner,
+}
+
+/// Installed files. istioctl writes every member 0744: never kept.
+pub const FILES: &[FileSpec] = &[
+    FileSpec { member: Member::RootCert, path: "/etc/certs/root-cert.pem", mode: 0o644, owner: Owner::Proxy },
+    FileSpec { member: Member::CertChain, path: "/etc/certs/cert-chain.pem", mode: 0o644, owner: Owner::Proxy },
+    FileSpec { member: Member::Key, path: "/etc/certs/key.pem", mode: 0o600, owner: Owner::Proxy },
+    FileSpec { member: Member::Token, path: "/var/run/secrets/tokens/istio-token", mode: 0o600, owner: Owner::Proxy },
+    FileSpec { member: Member::ClusterEnv, path: "/var/lib/istio/envoy/cluster.env", mode: 0o644, owner: Owner::Root },
+    FileSpec { member: Member::Mesh, path: "/etc/istio/config/mesh", mode: 0o644, owner: Owner::Proxy },
+];
+
+/// Managed directories, parents first. `/etc/istio` is not here: it is the package's
+/// symlink to /var/lib/istio (see [`ETC_ISTIO`]), so `/etc/istio/config` normally is
+/// `/var/lib/istio/config`; an admin-made real `/etc/istio` is respected.
+pub const DIRS: &[DirSpec] = &[
+    DirSpec { path: "/etc/certs", mode: 0o755, owner: Owner::Proxy },
+    DirSpec { path: "/var/run/secrets", mode: 0o755, owner: Owner::Proxy },
+    DirSpec { path: "/var/run/secrets/tokens", mode: 0o755, owner: Owner::Proxy },
+    DirSpec { path: "/var/lib/istio", mode: 0o755, owner: Owner::Root },
+    DirSpec { path: "/var/lib/istio/envoy", mode: 0o755, owner: Owner::Root },
+    DirSpec { path: "/etc/istio/config", mode: 0o755, owner: Owner::Proxy },
+    DirSpec { path: "/etc/istio/proxy", mode: 0o755, owner: Owner::Proxy },
+];
+
+/// `/etc/istio`, and the target of the symlink the package's postinst makes when it is absent.
+pub const ETC_ISTIO: (&str, &str) = ("/etc/istio", "/var/lib/istio");
+
+/// Certificates the agent writes for the current identity; stale after an identity change.
+pub const PROXY_CERTS: &[&str] = &["/etc/certs/cert-chain.pem", "/etc/certs/key.pem"];
+
+/// The hosts file that receives the managed block.
+pub const HOSTS: &str = "/etc/hosts";
+
+/// vmagent's own state: journal, backups, lock, last applied identity.
+pub const STATE_DIR: &str = "/var/lib/vmagent";
+
+/// Mode of directories vmagent creates as plain parents (e.g. /var/lib).
+pub const PARENT_MODE: u32 = 0o755;
+
+/// Mode of the state directory: it holds backups of secrets.
+pub const STATE_MODE: u32 = 0o700;
+
+/// The layout entry of a member.
+pub fn file_for(member: Member) -> Option<&'static FileSpec> {
+    FILES.iter().find(|f| f.member == member)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_member_has_one_destination() {
+        for m in Member::ALL {
+            if m != Member::Hosts {
+                assert_eq!(FILES.iter().filter(|f| f.member == m).count(), 1, "{m:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_are_private() {
+        for f in FILES.iter().filter(|f| f.member.secret()) {
+            assert_eq!(f.mode & 0o077, 0, "{}", f.path);
+        }
+    }
+}

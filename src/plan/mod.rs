@@ -1,0 +1,387 @@
+//! Desired state (bundle + layout) versus actual state (the target root) as a list of
+//! actions. An empty plan means "up to date": nothing is written.
+
+pub mod render;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::bundle::{Bundle, Member};
+use crate::fsx::{self, Kind, Meta};
+use crate::layout::{self, Owner};
+use crate::root::{Root, RootError};
+use crate::state::{self, State};
+use crate::hosts;
+
+/// Largest existing file vmagent reads to compare (installed files are small).
+const READ_LIMIT: u64 = 16 << 20;
+
+/// Why no plan could be made. Nothing has been written when this is returned.
+#[derive(Debug, Error)]
+pub enum PlanError {
+    /// Path resolution inside the root failed.
+    #[error(transparent)]
+    Root(#[from] RootError),
+    /// Something on disk is in the way.
+    #[error("'{path}': {reason}")]
+    Blocked {
+        /// System path.
+        path: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The proxy user is missing and ownership cannot be deferred.
+    #[error("user '{user}' does not exist in {passwd}; it is created by the istio-sidecar package. Install the package first, or pass --skip-owner to leave ownership unmanaged")]
+    NoProxyUser {
+        /// The user name.
+        user: &'static str,
+        /// Host path of the passwd file read.
+        passwd: String,
+    },
+}
+
+/// How to plan.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Do not manage owners (the proxy user may not exist).
+    pub skip_owner: bool,
+}
+
+/// An owner as numbers plus the name shown to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    /// uid
+    pub uid: u32,
+    /// gid
+    pub gid: u32,
+    /// `istio-proxy:istio-proxy` or `root:root`
+    pub label: &'static str,
+}
+
+/// One change to the target root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Create a directory.
+    CreateDir {
+        /// System path.
+        path: String,
+        /// Mode.
+        mode: u32,
+        /// Owner (None: leave as created).
+        owner: Option<Ids>,
+    },
+    /// Create the package's `/etc/istio -> /var/lib/istio` symlink.
+    CreateSymlink {
+        /// System path of the link.
+        path: String,
+        /// Link target.
+        target: String,
+    },
+    /// Write a file atomically (create or replace).
+    WriteFile {
+        /// System path.
+        path: String,
+        /// What the file is.
+        what: What,
+        /// New content.
+        content: Vec<u8>,
+        /// Current content (None: the file does not exist or is not a regular file).
+        old: Option<Vec<u8>>,
+        /// Mode.
+        mode: u32,
+        /// Owner.
+        owner: Option<Ids>,
+    },
+    /// Change mode and/or owner of a file or directory whose content is right.
+    SetMeta {
+        /// System path.
+        path: String,
+        /// Current mode and owner.
+        from: Meta,
+        /// New mode.
+        mode: u32,
+        /// New owner.
+        owner: Option<Ids>,
+    },
+    /// Remove a file.
+    Remove {
+        /// System path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a written file is, for display and redaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    /// A bundle member.
+    Member(Member),
+    /// /etc/hosts with the managed block.
+    Hosts {
+        /// Lines adopted from outside the block.
+        adopted: Vec<(usize, String)>,
+    },
+    /// vmagent's state record.
+    State,
+}
+
+impl Action {
+    /// The system path the action touches.
+    pub fn path(&self) -> &str {
+        match self {
+            Action::CreateDir { path, .. }
+            | Action::CreateSymlink { path, .. }
+            | Action::WriteFile { path, .. }
+            | Action::SetMeta { path, .. }
+            | Action::Remove { path, .. } => path,
+        }
+    }
+}
+
+/// The plan: actions in execution order, plus findings worth telling the user.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Actions, in order (parents before children).
+    pub actions: Vec<Action>,
+    /// Warnings found while planning (e.g. conflicting hosts lines).
+    pub warnings: Vec<String>,
+    /// Informational notes (e.g. lines adopted into the hosts block).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// True when nothing differs.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+struct Planner<'a> {
+    root: &'a Root,
+    proxy: Option<Ids>,
+    skip_owner: bool,
+    plan: Plan,
+    /// Host paths of directories this plan creates.
+    created: BTreeSet<PathBuf>,
+    /// True when this plan creates the /etc/istio symlink.
+    etc_istio_link: bool,
+}
+
+const ROOT_IDS: Ids = Ids { uid: 0, gid: 0, label: "root:root" };
+
+/// Computes what must change under `root` for `bundle` to be installed.
+pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, PlanError> {
+    let proxy = if opts.skip_owner {
+        None
+    } else {
+        match root.account(layout::PROXY_USER)? {
+            Some((uid, gid)) => Some(Ids { uid, gid, label: "istio-proxy:istio-proxy" }),
+            None => {
+                return Err(PlanError::NoProxyUser {
+                    user: layout::PROXY_USER,
+                    passwd: root.resolve(Path::new("/etc/passwd"))?.display().to_string(),
+                })
+            }
+        }
+    };
+    let mut p = Planner {
+        root,
+        proxy,
+        skip_owner: opts.skip_owner,
+        plan: Plan::default(),
+        created: BTreeSet::new(),
+        etc_istio_link: false,
+    };
+    p.etc_istio()?;
+    for d in layout::DIRS {
+        p.dir(d.path, Some((d.mode, d.owner)))?;
+    }
+    let previous = p.previous_state()?;
+    for f in layout::FILES {
+        if let Some(content) = bundle.files.get(&f.member) {
+            p.file(f.path, What::Member(f.member), content.clone(), f.mode, p.owner(f.owner))?;
+        }
+    }
+    p.stale_certs(bundle, previous.as_ref())?;
+    p.hosts(bundle)?;
+    let state = State::for_identity(bundle.token.sub.as_deref());
+    if previous.as_ref() != Some(&state) {
+        // The state dir itself is made with the lock, outside the plan.
+        let path = format!("{}/{}", layout::STATE_DIR, state::FILE);
+        p.file(&path, What::State, state.to_bytes(), 0o600, Some(ROOT_IDS).filter(|_| !p.skip_owner))?;
+    }
+    Ok(p.plan)
+}
+
+impl Planner<'_> {
+    fn owner(&self, o: Owner) -> Option<Ids> {
+        match o {
+            _ if self.skip_owner => None,
+            Owner::Root => Some(ROOT_IDS),
+            Owner::Proxy => self.proxy,
+        }
+    }
+
+    /// Host path of a system path as it will be once earlier actions ran.
+    fn host(&self, sys: &str) -> Result<PathBuf, PlanError> {
+        let (link, target) = layout::ETC_ISTIO;
+        if self.etc_istio_link {
+            if let Some(rest) = sys.strip_prefix(link).filter(|r| r.is_empty() || r.starts_with('/')) {
+                return Ok(self.root.resolve(Path::new(&format!("{target}{rest}")))?);
+            }
+        }
+        Ok(self.root.resolve(Path::new(sys))?)
+    }
+
+    fn lstat(&self, sys: &str) -> Result<(PathBuf, Option<Meta>), PlanError> {
+        let host = self.host(sys)?;
+        let meta = fsx::meta(&host).map_err(|e| blocked(sys, format!("cannot inspect: {e}")))?;
+        Ok((host, meta))
+    }
+
+    /// `/etc/istio` must be the package's symlink unless the admin made it something else.
+    fn etc_istio(&mut self) -> Result<(), PlanError> {
+        let (link, target) = layout::ETC_ISTIO;
+        let host = self.root.resolve_parent(Path::new(link))?;
+        if fsx::meta(&host).map_err(|e| blocked(link, e.to_string()))?.is_none() {
+            self.dir("/etc", None)?;
+            self.dir(target, None)?;
+            self.plan.actions.push(Action::CreateSymlink { path: link.into(), target: target.into() });
+            self.etc_istio_link = true;
+        }
+        Ok(())
+    }
+
+    /// Ensures a directory (and its parents) exist; `spec` also manages mode and owner.
+    fn dir(&mut self, sys: &str, spec: Option<(u32, Owner)>) -> Result<(), PlanError> {
+        let (host, meta) = self.lstat(sys)?;
+        if self.created.contains(&host) {
+            return Ok(());
+        }
+        let want_mode = spec.map(|s| s.0).unwrap_or(layout::PARENT_MODE);
+        let want_owner = match spec {
+            Some((_, o)) => self.owner(o),
+            None => Some(ROOT_IDS).filter(|_| !self.skip_owner),
+        };
+        match meta {
+            None => {
+                if let Some(parent) = Path::new(sys).parent().and_then(Path::to_str) {
+                    if parent != "/" {
+                        self.dir(parent, None)?;
+                    }
+                }
+                self.created.insert(host);
+                self.plan.actions.push(Action::CreateDir { path: sys.into(), mode: want_mode, owner: want_owner });
+            }
+            Some(m) if m.kind == Kind::Dir => {
+                if spec.is_some() {
+                    self.meta(sys, m, want_mode, want_owner);
+                }
+            }
+            Some(_) => return Err(blocked(sys, "exists but is not a directory; move it away and re-run".into())),
+        }
+        Ok(())
+    }
+
+    fn meta(&mut self, sys: &str, m: Meta, mode: u32, owner: Option<Ids>) {
+        let owner_ok = owner.is_none_or(|o| o.uid == m.uid && o.gid == m.gid);
+        if m.mode != mode || !owner_ok {
+            self.plan.actions.push(Action::SetMeta { path: sys.into(), from: m, mode, owner });
+        }
+    }
+
+    fn file(&mut self, sys: &str, what: What, content: Vec<u8>, mode: u32, owner: Option<Ids>) -> Result<(), PlanError> {
+        if what != What::State {
+            if let Some(parent) = Path::new(sys).parent().and_then(Path::to_str) {
+                self.dir(parent, None)?;
+            }
+        }
+        let (host, meta) = self.lstat(sys)?;
+        let old = match meta.map(|m| m.kind) {
+            None | Some(Kind::Symlink) => None,
+            Some(Kind::File) => fsx::read_file(&host, READ_LIMIT)
+                .map_err(|e| blocked(sys, format!("cannot read: {e}")))?,
+            Some(Kind::Dir) | Some(Kind::Other) => {
+                return Err(blocked(sys, "exists but is not a regular file; move it away and re-run".into()))
+            }
+        };
+        match (&old, meta) {
+            (Some(cur), Some(m)) if *cur == content => self.meta(sys, m, mode, owner),
+            _ => self.plan.actions.push(Action::WriteFile { path: sys.into(), what, content, old, mode, owner }),
+        }
+        Ok(())
+    }
+
+    fn previous_state(&self) -> Result<Option<State>, PlanError> {
+        let sys = format!("{}/{}", layout::STATE_DIR, state::FILE);
+        let host = self.host(&sys)?;
+        Ok(fsx::read_file(&host, READ_LIMIT).ok().flatten().and_then(|d| State::parse(&d)))
+    }
+
+    /// The proxy's own certificates belong to the identity they were issued for.
+    fn stale_certs(&mut self, bundle: &Bundle, previous: Option<&State>) -> Result<(), PlanError> {
+        if bundle.files.contains_key(&Member::CertChain) {
+            return Ok(()); // legacy bundle: the certs come from the bundle itself
+        }
+        let (Some(old), Some(new)) = (previous.and_then(|s| s.token_sub.as_deref()), bundle.token.sub.as_deref()) else {
+            return Ok(());
+        };
+        if old == new {
+            return Ok(());
+        }
+        for sys in layout::PROXY_CERTS {
+            let (_, meta) = self.lstat(sys)?;
+            if meta.is_some() {
+                self.plan.actions.push(Action::Remove {
+                    path: sys.to_string(),
+                    reason: format!("issued to the previous identity {old}; the proxy gets a new one for {new}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn hosts(&mut self, bundle: &Bundle) -> Result<(), PlanError> {
+        let sys = layout::HOSTS;
+        let (host, meta) = self.lstat(sys)?;
+        let old = match meta.map(|m| m.kind) {
+            None => None,
+            Some(Kind::File) => fsx::read_file(&host, READ_LIMIT).map_err(|e| blocked(sys, format!("cannot read: {e}")))?,
+            Some(_) => return Err(blocked(sys, "is not a regular file; vmagent edits a regular /etc/hosts only".into())),
+        };
+        let merged = hosts::merge(old.as_deref().unwrap_or_default(), &bundle.hosts)
+            .map_err(|r| blocked(sys, format!("{r}; fix or remove the vmagent-managed block by hand, then re-run")))?;
+        for (n, line) in &merged.conflicts {
+            self.plan.warnings.push(format!(
+                "{sys} line {n} ('{line}') maps a mesh name to another address and comes first; remove it, or the mesh entry may be ignored"
+            ));
+        }
+        if old.as_deref() == Some(merged.content.as_slice()) {
+            return Ok(());
+        }
+        for (n, line) in &merged.adopted {
+            self.plan.notes.push(format!("{sys} line {n} ('{line}') already has a bundle entry: moved into the managed block instead of adding it twice"));
+        }
+        // Keep the file's own mode and owner; a new file gets the usual 0644 root.
+        let (mode, owner) = match meta {
+            Some(m) => (m.mode, Some(Ids { uid: m.uid, gid: m.gid, label: "unchanged" })),
+            None => (0o644, Some(ROOT_IDS).filter(|_| !self.skip_owner)),
+        };
+        self.plan.actions.push(Action::WriteFile {
+            path: sys.into(),
+            what: What::Hosts { adopted: merged.adopted },
+            content: merged.content,
+            old,
+            mode,
+            owner,
+        });
+        Ok(())
+    }
+}
+
+fn blocked(path: &str, reason: String) -> PlanError {
+    PlanError::Blocked { path: path.to_string(), reason }
+}

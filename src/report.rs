@@ -1,0 +1,215 @@
+//! What the user sees: a human summary on stdout (warnings on stderr), or one stable
+//! JSON document with `--output json`.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::bundle::Bundle;
+use crate::plan::render::ActionView;
+use crate::run::{Outcome, RunError, Status};
+use crate::timefmt::{human_duration, now, rfc3339};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// Token facts (never the token itself).
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    /// Workload identity.
+    pub sub: Option<String>,
+    /// Audiences.
+    pub aud: Vec<String>,
+    /// Expiry, RFC 3339.
+    pub expires_at: Option<String>,
+    /// Seconds until expiry (negative when expired).
+    pub expires_in_seconds: Option<i64>,
+}
+
+/// Root certificate facts.
+#[derive(Debug, Serialize)]
+pub struct CertView {
+    /// Subject of the first certificate.
+    pub subject: String,
+    /// Earliest notAfter, RFC 3339.
+    pub not_after: String,
+    /// Seconds until that.
+    pub expires_in_seconds: i64,
+}
+
+/// The JSON document (`--output json`). Fields are only ever added, never renamed.
+#[derive(Debug, Serialize)]
+pub struct Document {
+    /// vmagent version.
+    pub vmagent: &'static str,
+    /// The subcommand.
+    pub command: &'static str,
+    /// `applied`, `up-to-date`, `planned`, `valid`, `recovered`, `nothing-to-recover` or `error`.
+    pub result: &'static str,
+    /// Exit code of the process.
+    pub exit_code: u8,
+    /// Actions (planned or applied).
+    pub actions: Vec<ActionView>,
+    /// Informational notes.
+    pub notes: Vec<String>,
+    /// Warnings.
+    pub warnings: Vec<String>,
+    /// Token facts, when the bundle was read.
+    pub token: Option<TokenView>,
+    /// Root certificate facts, when the bundle was read.
+    pub root_cert: Option<CertView>,
+    /// Paths restored from an interrupted apply.
+    pub recovered: Vec<PathBuf>,
+    /// The error message, when the run failed.
+    pub error: Option<String>,
+}
+
+impl Document {
+    /// An empty document for `command`.
+    pub fn new(command: &'static str) -> Self {
+        Document {
+            vmagent: env!("CARGO_PKG_VERSION"),
+            command,
+            result: "error",
+            exit_code: 0,
+            actions: vec![],
+            notes: vec![],
+            warnings: vec![],
+            token: None,
+            root_cert: None,
+            recovered: vec![],
+            error: None,
+        }
+    }
+
+    /// Adds the bundle's facts.
+    pub fn with_bundle(mut self, b: &Bundle) -> Self {
+        let t = now();
+        self.token = Some(TokenView {
+            sub: b.token.sub.clone(),
+            aud: b.token.aud.clone(),
+            expires_at: b.token.exp.map(rfc3339),
+            expires_in_seconds: b.token.exp.map(|e| e - t),
+        });
+        self.root_cert = Some(CertView {
+            subject: b.root_cert.subject().to_string(),
+            not_after: rfc3339(b.root_cert.not_after()),
+            expires_in_seconds: b.root_cert.not_after() - t,
+        });
+        self
+    }
+
+    /// The document of a successful apply.
+    pub fn from_outcome(o: &Outcome, diffs: bool) -> Self {
+        let mut d = Document::new("apply").with_bundle(&o.bundle);
+        d.result = match o.status {
+            Status::Applied => "applied",
+            Status::UpToDate => "up-to-date",
+            Status::Planned => "planned",
+        };
+        d.actions = o.plan.views(diffs);
+        d.notes = o.plan.notes.clone();
+        d.warnings = o.warnings.clone();
+        d.recovered = o.recovered.clone().unwrap_or_default();
+        d
+    }
+
+    /// Records a failure.
+    pub fn failed(mut self, e: &RunError) -> Self {
+        self.result = "error";
+        self.exit_code = e.exit_code();
+        self.error = Some(e.to_string());
+        self
+    }
+
+    /// Prints as pretty JSON.
+    pub fn print_json(&self) {
+        match serde_json::to_string_pretty(self) {
+            Ok(s) => out(&format!("{s}\n")),
+            Err(e) => err_line(&format!("error: cannot render JSON: {e}")),
+        }
+    }
+}
+
+/// One line describing the bundle's identity and expiry.
+pub fn bundle_line(b: &Bundle) -> String {
+    let t = now();
+    let token = match b.token.exp {
+        Some(e) if e > t => format!("token expires {} (in {})", rfc3339(e), human_duration(e - t)),
+        Some(e) => format!("token EXPIRED {}", rfc3339(e)),
+        None => "token has no expiry".into(),
+    };
+    format!(
+        "identity {}, {}, root CA '{}' valid until {}",
+        b.token.sub.as_deref().unwrap_or("(no sub)"),
+        token,
+        b.root_cert.subject(),
+        rfc3339(b.root_cert.not_after())
+    )
+}
+
+/// Writes to stdout. A closed pipe (`vmagent ... | head`) is not an error worth
+/// dying for: the work is done by the time anything is printed.
+pub fn out(s: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(s.as_bytes());
+}
+
+/// Writes one line to stderr, ignoring a closed stream.
+pub fn err_line(s: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{s}");
+}
+
+/// Prints the text report of an apply.
+pub fn print_text(o: &Outcome, bundle: &str, root: &str) {
+    for w in &o.warnings {
+        err_line(&format!("warning: {w}"));
+    }
+    out(&text(o, bundle, root));
+}
+
+/// The text report of an apply.
+pub fn text(o: &Outcome, bundle: &str, root: &str) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    if let Some(r) = &o.recovered {
+        let _ = writeln!(s, "recovered: rolled back {} path(s) left by an interrupted apply", r.len());
+    }
+    let _ = writeln!(s, "bundle {bundle}: {}", bundle_line(&o.bundle));
+    match o.status {
+        Status::UpToDate => {
+            let _ = writeln!(s, "{root}: up to date, nothing to do");
+        }
+        Status::Planned => {
+            if o.plan.is_empty() {
+                let _ = writeln!(s, "{root}: up to date, nothing to do (dry run)");
+            } else {
+                let _ = writeln!(s, "plan for {root} ({} actions):", o.plan.actions.len());
+                let _ = write!(s, "{:#}", o.plan);
+                print_notes(&mut s, o);
+                let _ = writeln!(s, "dry run: nothing was written");
+            }
+        }
+        Status::Applied => {
+            let _ = writeln!(s, "plan for {root} ({} actions):", o.plan.actions.len());
+            let _ = write!(s, "{}", o.plan);
+            print_notes(&mut s, o);
+            let _ = writeln!(s, "applied {} actions to {root}", o.plan.actions.len());
+        }
+    }
+    s
+}
+
+fn print_notes(s: &mut String, o: &Outcome) {
+    use std::fmt::Write;
+    for n in &o.plan.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+}

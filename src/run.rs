@@ -1,0 +1,152 @@
+//! One `apply` or `check` run from start to finish: read the bundle, lock, recover,
+//! plan, apply. The CLI and (later) the daemon call these.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::apply::{self, lock, ApplyError};
+use crate::bundle::{Bundle, BundleError, ReadOptions};
+use crate::plan::{self, Plan, PlanError, PlanOptions};
+use crate::root::{Root, RootError};
+use crate::timefmt;
+
+/// Everything that can stop a run, each mapped to an exit code.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The bundle is invalid (exit 2).
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The target root is unusable (exit 1).
+    #[error(transparent)]
+    Root(#[from] RootError),
+    /// No plan could be made (exit 4: a prerequisite is missing or in the way).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The apply failed (exit 1; rolled back).
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// Another apply held the lock too long (exit 3).
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    /// A step this version cannot do yet (exit 4).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Process exit codes (documented in README.md).
+pub mod exit {
+    /// Success, or up to date.
+    pub const OK: u8 = 0;
+    /// The apply failed; changes were rolled back.
+    pub const FAILED: u8 = 1;
+    /// Invalid bundle or command line.
+    pub const INVALID: u8 = 2;
+    /// Another vmagent holds the lock.
+    pub const BUSY: u8 = 3;
+    /// A prerequisite is missing or something on disk is in the way.
+    pub const PREREQUISITE: u8 = 4;
+}
+
+impl RunError {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Bundle(_) => exit::INVALID,
+            RunError::Root(_) | RunError::Apply(_) => exit::FAILED,
+            RunError::Lock(lock::LockError::Timeout { .. }) => exit::BUSY,
+            RunError::Lock(_) => exit::FAILED,
+            RunError::Plan(_) | RunError::Unsupported(_) => exit::PREREQUISITE,
+        }
+    }
+}
+
+/// Options of `vmagent apply`.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Bundle path (tar, tar.gz or directory).
+    pub bundle: PathBuf,
+    /// Target root.
+    pub root: PathBuf,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Leave ownership unmanaged.
+    pub skip_owner: bool,
+    /// Accept an expired token.
+    pub allow_expired_token: bool,
+    /// How long to wait for another apply.
+    pub lock_timeout: Duration,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Changes were made.
+    Applied,
+    /// Nothing differed; nothing was written.
+    UpToDate,
+    /// Dry run: the plan was computed, nothing written.
+    Planned,
+}
+
+/// The outcome of a successful run.
+#[derive(Debug)]
+pub struct Outcome {
+    /// What happened.
+    pub status: Status,
+    /// The plan (empty when up to date).
+    pub plan: Plan,
+    /// The bundle that was applied.
+    pub bundle: Bundle,
+    /// Warnings from bundle and plan.
+    pub warnings: Vec<String>,
+    /// Paths rolled back from an interrupted earlier apply.
+    pub recovered: Option<Vec<PathBuf>>,
+}
+
+/// Reads and validates a bundle (`vmagent check`).
+pub fn check(bundle: &Path, allow_expired_token: bool) -> Result<Bundle, RunError> {
+    Ok(Bundle::open(bundle, ReadOptions { allow_expired_token, now: timefmt::now() })?)
+}
+
+/// `vmagent apply`: validate, lock, recover, plan, apply. `waiting` is told when the
+/// lock is busy.
+pub fn apply(opts: &ApplyOptions, waiting: impl FnOnce()) -> Result<Outcome, RunError> {
+    let bundle = check(&opts.bundle, opts.allow_expired_token)?;
+    let root = Root::new(&opts.root)?;
+    let popts = PlanOptions { skip_owner: opts.skip_owner };
+    // An unlocked first plan catches every refusal before anything (even the lock
+    // file) is written; the authoritative plan is made again under the lock.
+    let first = plan::plan(&root, &bundle, popts)?;
+    if opts.dry_run {
+        let mut warnings = bundle.warnings.clone();
+        warnings.extend(first.warnings.iter().cloned());
+        if apply::txn_dir(&root)?.pending().ok().flatten().is_some() {
+            warnings.push("an interrupted apply left a journal; the next apply rolls it back first".into());
+        }
+        return Ok(Outcome { status: Status::Planned, plan: first, bundle, warnings, recovered: None });
+    }
+    let state_dir = apply::state_dir(&root)?;
+    let _lock = lock::acquire(&state_dir.join("lock"), opts.lock_timeout, waiting)?;
+    let recovered = apply::recover(&root)?;
+    let plan = plan::plan(&root, &bundle, popts)?;
+    let mut warnings = bundle.warnings.clone();
+    warnings.extend(plan.warnings.iter().cloned());
+    if plan.is_empty() {
+        return Ok(Outcome { status: Status::UpToDate, plan, bundle, warnings, recovered });
+    }
+    apply::execute(&root, &plan)?;
+    Ok(Outcome { status: Status::Applied, plan, bundle, warnings, recovered })
+}
+
+/// `vmagent recover`: roll back an interrupted apply under the lock.
+pub fn recover(root: &Path, lock_timeout: Duration, waiting: impl FnOnce()) -> Result<Option<Vec<PathBuf>>, RunError> {
+    let root = Root::new(root)?;
+    let dir = root.resolve(Path::new(crate::layout::STATE_DIR))?;
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let _lock = lock::acquire(&dir.join("lock"), lock_timeout, waiting)?;
+    Ok(apply::recover(&root)?)
+}

@@ -1,0 +1,50 @@
+//! Time helpers for messages: RFC 3339 timestamps and short human durations.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `2026-11-21T05:00:00Z` for Unix seconds (clamped to what RFC 3339 can express).
+pub fn rfc3339(secs: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs.clamp(-62_135_596_800, 253_402_300_799))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| secs.to_string())
+}
+
+/// `3d 4h`, `5m 2s`: the two largest units of a duration in seconds.
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.unsigned_abs();
+    let units = [(86_400 * 365, "y"), (86_400, "d"), (3600, "h"), (60, "m"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut rest = s;
+    for (size, name) in units {
+        if rest >= size && parts.len() < 2 {
+            parts.push(format!("{}{name}", rest / size));
+            rest %= size;
+        } else if !parts.is_empty() {
+            break;
+        }
+    }
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::human_duration(90061), "1d 1h");
+        assert_eq!(super::human_duration(59), "59s");
+    }
+}

@@ -93,7 +93,12 @@ pub struct RecoverArgs {
 }
 
 fn waiting(path: &std::path::Path) -> impl FnOnce() + '_ {
-    move || report::err_line(&format!("waiting for another vmagent to finish with {} ...", path.display()))
+    move || {
+        report::err_line(&format!(
+            "waiting for another vmagent to finish with {} ...",
+            path.display()
+        ))
+    }
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -140,7 +145,11 @@ fn apply(a: ApplyArgs) -> u8 {
         Ok(o) => {
             match a.output {
                 Format::Json => Document::from_outcome(&o, a.dry_run).print_json(),
-                Format::Text => report::print_text(&o, &a.bundle.display().to_string(), &a.root.root.display().to_string()),
+                Format::Text => report::print_text(
+                    &o,
+                    &a.bundle.display().to_string(),
+                    &a.root.root.display().to_string(),
+                ),
             }
             exit::OK
         }
@@ -162,7 +171,11 @@ fn check(c: CheckArgs) -> u8 {
                     for w in &b.warnings {
                         report::err_line(&format!("warning: {w}"));
                     }
-                    report::out(&format!("bundle {} is valid: {}\n", c.bundle.display(), report::bundle_line(&b)));
+                    report::out(&format!(
+                        "bundle {} is valid: {}\n",
+                        c.bundle.display(),
+                        report::bundle_line(&b)
+                    ));
                     if !b.packages.is_empty() {
                         let names: Vec<&str> = b.packages.iter().map(|p| p.name.as_str()).collect();
                         report::out(&format!("packages in bundle: {}\n", names.join(", ")));
@@ -176,17 +189,28 @@ fn check(c: CheckArgs) -> u8 {
 }
 
 fn recover(r: RecoverArgs) -> u8 {
-    match run::recover(&r.root.root, Duration::from_secs(r.root.lock_timeout), waiting(&r.root.root)) {
+    match run::recover(
+        &r.root.root,
+        Duration::from_secs(r.root.lock_timeout),
+        waiting(&r.root.root),
+    ) {
         Ok(found) => {
             match r.output {
                 Format::Json => {
                     let mut d = Document::new("recover");
-                    d.result = if found.is_some() { "recovered" } else { "nothing-to-recover" };
+                    d.result = if found.is_some() {
+                        "recovered"
+                    } else {
+                        "nothing-to-recover"
+                    };
                     d.recovered = found.unwrap_or_default();
                     d.print_json();
                 }
                 Format::Text => match found {
-                    Some(p) => report::out(&format!("rolled back an interrupted apply ({} paths restored)\n", p.len())),
+                    Some(p) => report::out(&format!(
+                        "rolled back an interrupted apply ({} paths restored)\n",
+                        p.len()
+                    )),
                     None => report::out("nothing to recover\n"),
                 },
             }

@@ -185,7 +185,10 @@ mod tests {
         fs::write(t.path().join("secret"), "s").unwrap();
         symlink(t.path().join("secret"), t.path().join("link")).unwrap();
         assert!(read_file(&t.path().join("link"), 10).is_err());
-        assert_eq!(meta(&t.path().join("link")).unwrap().unwrap().kind, Kind::Symlink);
+        assert_eq!(
+            meta(&t.path().join("link")).unwrap().unwrap().kind,
+            Kind::Symlink
+        );
     }
 
     #[test]

@@ -65,7 +65,10 @@ fn find_block(ls: &[&[u8]]) -> Result<Option<(usize, usize)>, String> {
         }
     }
     if let Some(b) = begin {
-        return Err(format!("line {}: '{BEGIN_PREFIX}' without an END marker", b + 1));
+        return Err(format!(
+            "line {}: '{BEGIN_PREFIX}' without an END marker",
+            b + 1
+        ));
     }
     Ok(found)
 }
@@ -78,7 +81,12 @@ pub fn merge(existing: &[u8], entries: &[Entry]) -> Result<Merge, String> {
     let block = find_block(&ls)?;
     let wanted: Vec<(IpAddr, Vec<String>)> = entries
         .iter()
-        .map(|e| (e.ip, e.names.iter().map(|n| n.to_ascii_lowercase()).collect()))
+        .map(|e| {
+            (
+                e.ip,
+                e.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            )
+        })
         .collect();
     let mut adopted = Vec::new();
     let mut conflicts = Vec::new();
@@ -96,7 +104,10 @@ pub fn merge(existing: &[u8], entries: &[Entry]) -> Result<Merge, String> {
                 adopted.push((i + 1, text(l)));
                 continue;
             }
-            if wanted.iter().any(|w| w.0 != ip && names.iter().any(|n| w.1.contains(n))) {
+            if wanted
+                .iter()
+                .any(|w| w.0 != ip && names.iter().any(|n| w.1.contains(n)))
+            {
                 conflicts.push((i + 1, text(l)));
             }
         }
@@ -115,7 +126,11 @@ pub fn merge(existing: &[u8], entries: &[Entry]) -> Result<Merge, String> {
     out.extend_from_slice(END.as_bytes());
     out.push(b'\n');
     out.extend_from_slice(&after);
-    Ok(Merge { content: out, adopted, conflicts })
+    Ok(Merge {
+        content: out,
+        adopted,
+        conflicts,
+    })
 }
 
 #[cfg(test)]
@@ -148,7 +163,8 @@ mod tests {
 
     #[test]
     fn replaces_block_in_place_and_flags_conflicts() {
-        let orig = format!("a\n{BEGIN}\n1.1.1.1 old.name\n{END}\nb\n10.9.9.9 istiod.istio-system.svc\n");
+        let orig =
+            format!("a\n{BEGIN}\n1.1.1.1 old.name\n{END}\nb\n10.9.9.9 istiod.istio-system.svc\n");
         let m = merge(orig.as_bytes(), &entries()).unwrap();
         let s = String::from_utf8(m.content).unwrap();
         assert_eq!(s, format!("a\n{BEGIN}\n192.0.2.10 istiod.istio-system.svc\n{END}\nb\n10.9.9.9 istiod.istio-system.svc\n"));
@@ -159,6 +175,10 @@ mod tests {
     fn damaged_blocks_are_refused() {
         assert!(merge(format!("{BEGIN}\nx\n").as_bytes(), &entries()).is_err());
         assert!(merge(format!("{END}\n").as_bytes(), &entries()).is_err());
-        assert!(merge(format!("{BEGIN}\n{END}\n{BEGIN}\n{END}\n").as_bytes(), &entries()).is_err());
+        assert!(merge(
+            format!("{BEGIN}\n{END}\n{BEGIN}\n{END}\n").as_bytes(),
+            &entries()
+        )
+        .is_err());
     }
 }

@@ -51,25 +51,83 @@ pub struct DirSpec {
 
 /// Installed files. istioctl writes every member 0744: never kept.
 pub const FILES: &[FileSpec] = &[
-    FileSpec { member: Member::RootCert, path: "/etc/certs/root-cert.pem", mode: 0o644, owner: Owner::Proxy },
-    FileSpec { member: Member::CertChain, path: "/etc/certs/cert-chain.pem", mode: 0o644, owner: Owner::Proxy },
-    FileSpec { member: Member::Key, path: "/etc/certs/key.pem", mode: 0o600, owner: Owner::Proxy },
-    FileSpec { member: Member::Token, path: "/var/run/secrets/tokens/istio-token", mode: 0o600, owner: Owner::Proxy },
-    FileSpec { member: Member::ClusterEnv, path: "/var/lib/istio/envoy/cluster.env", mode: 0o644, owner: Owner::Root },
-    FileSpec { member: Member::Mesh, path: "/etc/istio/config/mesh", mode: 0o644, owner: Owner::Proxy },
+    FileSpec {
+        member: Member::RootCert,
+        path: "/etc/certs/root-cert.pem",
+        mode: 0o644,
+        owner: Owner::Proxy,
+    },
+    FileSpec {
+        member: Member::CertChain,
+        path: "/etc/certs/cert-chain.pem",
+        mode: 0o644,
+        owner: Owner::Proxy,
+    },
+    FileSpec {
+        member: Member::Key,
+        path: "/etc/certs/key.pem",
+        mode: 0o600,
+        owner: Owner::Proxy,
+    },
+    FileSpec {
+        member: Member::Token,
+        path: "/var/run/secrets/tokens/istio-token",
+        mode: 0o600,
+        owner: Owner::Proxy,
+    },
+    FileSpec {
+        member: Member::ClusterEnv,
+        path: "/var/lib/istio/envoy/cluster.env",
+        mode: 0o644,
+        owner: Owner::Root,
+    },
+    FileSpec {
+        member: Member::Mesh,
+        path: "/etc/istio/config/mesh",
+        mode: 0o644,
+        owner: Owner::Proxy,
+    },
 ];
 
 /// Managed directories, parents first. `/etc/istio` is not here: it is the package's
 /// symlink to /var/lib/istio (see [`ETC_ISTIO`]), so `/etc/istio/config` normally is
 /// `/var/lib/istio/config`; an admin-made real `/etc/istio` is respected.
 pub const DIRS: &[DirSpec] = &[
-    DirSpec { path: "/etc/certs", mode: 0o755, owner: Owner::Proxy },
-    DirSpec { path: "/var/run/secrets", mode: 0o755, owner: Owner::Proxy },
-    DirSpec { path: "/var/run/secrets/tokens", mode: 0o755, owner: Owner::Proxy },
-    DirSpec { path: "/var/lib/istio", mode: 0o755, owner: Owner::Root },
-    DirSpec { path: "/var/lib/istio/envoy", mode: 0o755, owner: Owner::Root },
-    DirSpec { path: "/etc/istio/config", mode: 0o755, owner: Owner::Proxy },
-    DirSpec { path: "/etc/istio/proxy", mode: 0o755, owner: Owner::Proxy },
+    DirSpec {
+        path: "/etc/certs",
+        mode: 0o755,
+        owner: Owner::Proxy,
+    },
+    DirSpec {
+        path: "/var/run/secrets",
+        mode: 0o755,
+        owner: Owner::Proxy,
+    },
+    DirSpec {
+        path: "/var/run/secrets/tokens",
+        mode: 0o755,
+        owner: Owner::Proxy,
+    },
+    DirSpec {
+        path: "/var/lib/istio",
+        mode: 0o755,
+        owner: Owner::Root,
+    },
+    DirSpec {
+        path: "/var/lib/istio/envoy",
+        mode: 0o755,
+        owner: Owner::Root,
+    },
+    DirSpec {
+        path: "/etc/istio/config",
+        mode: 0o755,
+        owner: Owner::Proxy,
+    },
+    DirSpec {
+        path: "/etc/istio/proxy",
+        mode: 0o755,
+        owner: Owner::Proxy,
+    },
 ];
 
 /// `/etc/istio`, and the target of the symlink the package's postinst makes when it is absent.

@@ -141,7 +141,11 @@ impl Document {
 pub fn bundle_line(b: &Bundle) -> String {
     let t = now();
     let token = match b.token.exp {
-        Some(e) if e > t => format!("token expires {} (in {})", rfc3339(e), human_duration(e - t)),
+        Some(e) if e > t => format!(
+            "token expires {} (in {})",
+            rfc3339(e),
+            human_duration(e - t)
+        ),
         Some(e) => format!("token EXPIRED {}", rfc3339(e)),
         None => "token has no expiry".into(),
     };
@@ -180,7 +184,11 @@ pub fn text(o: &Outcome, bundle: &str, root: &str) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     if let Some(r) = &o.recovered {
-        let _ = writeln!(s, "recovered: rolled back {} path(s) left by an interrupted apply", r.len());
+        let _ = writeln!(
+            s,
+            "recovered: rolled back {} path(s) left by an interrupted apply",
+            r.len()
+        );
     }
     let _ = writeln!(s, "bundle {bundle}: {}", bundle_line(&o.bundle));
     match o.status {

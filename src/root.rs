@@ -250,7 +250,10 @@ mod tests {
         let r = Root::new(t.path()).unwrap();
         symlink("/b", t.path().join("a")).unwrap();
         symlink("/a", t.path().join("b")).unwrap();
-        assert!(matches!(r.resolve(Path::new("/a/x")), Err(RootError::Loop(_))));
+        assert!(matches!(
+            r.resolve(Path::new("/a/x")),
+            Err(RootError::Loop(_))
+        ));
     }
 
     #[test]

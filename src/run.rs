@@ -107,7 +107,13 @@ pub struct Outcome {
 
 /// Reads and validates a bundle (`vmagent check`).
 pub fn check(bundle: &Path, allow_expired_token: bool) -> Result<Bundle, RunError> {
-    Ok(Bundle::open(bundle, ReadOptions { allow_expired_token, now: timefmt::now() })?)
+    Ok(Bundle::open(
+        bundle,
+        ReadOptions {
+            allow_expired_token,
+            now: timefmt::now(),
+        },
+    )?)
 }
 
 /// `vmagent apply`: validate, lock, recover, plan, apply. `waiting` is told when the
@@ -115,7 +121,9 @@ pub fn check(bundle: &Path, allow_expired_token: bool) -> Result<Bundle, RunErro
 pub fn apply(opts: &ApplyOptions, waiting: impl FnOnce()) -> Result<Outcome, RunError> {
     let bundle = check(&opts.bundle, opts.allow_expired_token)?;
     let root = Root::new(&opts.root)?;
-    let popts = PlanOptions { skip_owner: opts.skip_owner };
+    let popts = PlanOptions {
+        skip_owner: opts.skip_owner,
+    };
     // An unlocked first plan catches every refusal before anything (even the lock
     // file) is written; the authoritative plan is made again under the lock.
     let first = plan::plan(&root, &bundle, popts)?;
@@ -123,9 +131,17 @@ pub fn apply(opts: &ApplyOptions, waiting: impl FnOnce()) -> Result<Outcome, Run
         let mut warnings = bundle.warnings.clone();
         warnings.extend(first.warnings.iter().cloned());
         if apply::txn_dir(&root)?.pending().ok().flatten().is_some() {
-            warnings.push("an interrupted apply left a journal; the next apply rolls it back first".into());
+            warnings.push(
+                "an interrupted apply left a journal; the next apply rolls it back first".into(),
+            );
         }
-        return Ok(Outcome { status: Status::Planned, plan: first, bundle, warnings, recovered: None });
+        return Ok(Outcome {
+            status: Status::Planned,
+            plan: first,
+            bundle,
+            warnings,
+            recovered: None,
+        });
     }
     let state_dir = apply::state_dir(&root)?;
     let _lock = lock::acquire(&state_dir.join("lock"), opts.lock_timeout, waiting)?;
@@ -134,14 +150,30 @@ pub fn apply(opts: &ApplyOptions, waiting: impl FnOnce()) -> Result<Outcome, Run
     let mut warnings = bundle.warnings.clone();
     warnings.extend(plan.warnings.iter().cloned());
     if plan.is_empty() {
-        return Ok(Outcome { status: Status::UpToDate, plan, bundle, warnings, recovered });
+        return Ok(Outcome {
+            status: Status::UpToDate,
+            plan,
+            bundle,
+            warnings,
+            recovered,
+        });
     }
     apply::execute(&root, &plan)?;
-    Ok(Outcome { status: Status::Applied, plan, bundle, warnings, recovered })
+    Ok(Outcome {
+        status: Status::Applied,
+        plan,
+        bundle,
+        warnings,
+        recovered,
+    })
 }
 
 /// `vmagent recover`: roll back an interrupted apply under the lock.
-pub fn recover(root: &Path, lock_timeout: Duration, waiting: impl FnOnce()) -> Result<Option<Vec<PathBuf>>, RunError> {
+pub fn recover(
+    root: &Path,
+    lock_timeout: Duration,
+    waiting: impl FnOnce(),
+) -> Result<Option<Vec<PathBuf>>, RunError> {
     let root = Root::new(root)?;
     let dir = root.resolve(Path::new(crate::layout::STATE_DIR))?;
     if !dir.is_dir() {

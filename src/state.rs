@@ -19,7 +19,10 @@ pub const FILE: &str = "state.json";
 impl State {
     /// The state after applying a bundle whose token has `sub`.
     pub fn for_identity(sub: Option<&str>) -> Self {
-        State { version: 1, token_sub: sub.map(str::to_string) }
+        State {
+            version: 1,
+            token_sub: sub.map(str::to_string),
+        }
     }
 
     /// Parses a state file; a damaged one reads as empty (it only drives cleanups).

@@ -21,7 +21,13 @@ pub fn rfc3339(secs: i64) -> String {
 /// `3d 4h`, `5m 2s`: the two largest units of a duration in seconds.
 pub fn human_duration(secs: i64) -> String {
     let s = secs.unsigned_abs();
-    let units = [(86_400 * 365, "y"), (86_400, "d"), (3600, "h"), (60, "m"), (1, "s")];
+    let units = [
+        (86_400 * 365, "y"),
+        (86_400, "d"),
+        (3600, "h"),
+        (60, "m"),
+        (1, "s"),
+    ];
     let mut parts = Vec::new();
     let mut rest = s;
     for (size, name) in units {

@@ -11,6 +11,8 @@ fn example_applies_and_reapplies_as_noop() {
     let b = Spec::example_in("vmintegration").write_tgz(t.path());
     root.apply(&b, &[]).success();
     let before = root.snapshot();
-    root.apply(&b, &[]).success().stdout(predicates::str::contains("up to date"));
+    root.apply(&b, &[])
+        .success()
+        .stdout(predicates::str::contains("up to date"));
     assert_same(&before, &root.snapshot(), "second apply");
 }

@@ -87,9 +87,12 @@ impl TxnDir {
     pub fn pending(&self) -> io::Result<Option<Journal>> {
         match fsx::read_file(&self.journal(), 64 << 20)? {
             None => Ok(None),
-            Some(d) => serde_json::from_slice(&d)
-                .map(Some)
-                .map_err(|e| io::Error::other(format!("journal {} is damaged: {e}", self.journal().display()))),
+            Some(d) => serde_json::from_slice(&d).map(Some).map_err(|e| {
+                io::Error::other(format!(
+                    "journal {} is damaged: {e}",
+                    self.journal().display()
+                ))
+            }),
         }
     }
 
@@ -98,7 +101,10 @@ impl TxnDir {
     pub fn begin(&self, base: &Path, paths: &[PathBuf]) -> io::Result<Journal> {
         self.clear()?;
         fs::create_dir_all(self.backups())?;
-        let mut journal = Journal { version: 1, entries: Vec::new() };
+        let mut journal = Journal {
+            version: 1,
+            entries: Vec::new(),
+        };
         let mut seen = std::collections::BTreeSet::new();
         for (i, host) in paths.iter().enumerate() {
             if !seen.insert(host.clone()) {
@@ -107,14 +113,25 @@ impl TxnDir {
             let rel = host.strip_prefix(base).unwrap_or(host).to_path_buf();
             let prior = match fsx::meta(host)? {
                 None => Prior::Absent,
-                Some(m) if m.kind == Kind::Symlink => Prior::Symlink { target: fs::read_link(host)? },
+                Some(m) if m.kind == Kind::Symlink => Prior::Symlink {
+                    target: fs::read_link(host)?,
+                },
                 Some(m) if m.kind == Kind::File => {
                     let backup = format!("{i}");
                     let data = fsx::read_file(host, BACKUP_LIMIT)?.unwrap_or_default();
                     fsx::write_atomic(&self.backups().join(&backup), &data, 0o600, None)?;
-                    Prior::File { backup, mode: m.mode, uid: m.uid, gid: m.gid }
+                    Prior::File {
+                        backup,
+                        mode: m.mode,
+                        uid: m.uid,
+                        gid: m.gid,
+                    }
                 }
-                Some(m) => Prior::Meta { mode: m.mode, uid: m.uid, gid: m.gid },
+                Some(m) => Prior::Meta {
+                    mode: m.mode,
+                    uid: m.uid,
+                    gid: m.gid,
+                },
             };
             journal.entries.push(Entry { path: rel, prior });
         }
@@ -160,7 +177,12 @@ impl TxnDir {
                     },
                     Some(_) => fs::remove_file(&host)?,
                 },
-                Prior::File { backup, mode, uid, gid } => {
+                Prior::File {
+                    backup,
+                    mode,
+                    uid,
+                    gid,
+                } => {
                     let data = fs::read(self.backups().join(backup))?;
                     if now.map(|m| m.kind) == Some(Kind::Dir) {
                         fs::remove_dir(&host)?;

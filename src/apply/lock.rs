@@ -45,7 +45,10 @@ pub fn acquire(path: &Path, timeout: Duration, waiting: impl FnOnce()) -> Result
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|source| LockError::Io { path: path.to_path_buf(), source })?;
+        .map_err(|source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let start = Instant::now();
     let mut waiting = Some(waiting);
     loop {
@@ -56,12 +59,18 @@ pub fn acquire(path: &Path, timeout: Duration, waiting: impl FnOnce()) -> Result
                     w();
                 }
                 if start.elapsed() >= timeout {
-                    return Err(LockError::Timeout { path: path.to_path_buf(), secs: timeout.as_secs() });
+                    return Err(LockError::Timeout {
+                        path: path.to_path_buf(),
+                        secs: timeout.as_secs(),
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(std::fs::TryLockError::Error(source)) => {
-                return Err(LockError::Io { path: path.to_path_buf(), source })
+                return Err(LockError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
             }
         }
     }

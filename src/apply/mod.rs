@@ -55,7 +55,9 @@ pub enum ApplyError {
 
 /// The transaction directory of a root.
 pub fn txn_dir(root: &Root) -> Result<TxnDir, RootError> {
-    Ok(TxnDir { dir: root.resolve(Path::new(layout::STATE_DIR))?.join("txn") })
+    Ok(TxnDir {
+        dir: root.resolve(Path::new(layout::STATE_DIR))?.join("txn"),
+    })
 }
 
 /// Creates the state directory (0700: it holds backups of secrets) if missing and
@@ -63,7 +65,10 @@ pub fn txn_dir(root: &Root) -> Result<TxnDir, RootError> {
 pub fn state_dir(root: &Root) -> Result<PathBuf, ApplyError> {
     let dir = root.resolve(Path::new(layout::STATE_DIR))?;
     if !dir.is_dir() {
-        let err = |source| ApplyError::Journal { dir: dir.display().to_string(), source };
+        let err = |source| ApplyError::Journal {
+            dir: dir.display().to_string(),
+            source,
+        };
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent).map_err(err)?;
         }
@@ -76,7 +81,10 @@ pub fn state_dir(root: &Root) -> Result<PathBuf, ApplyError> {
 /// (relative to the root), or `None` when there was nothing to recover.
 pub fn recover(root: &Root) -> Result<Option<Vec<PathBuf>>, ApplyError> {
     let txn = txn_dir(root)?;
-    let step = |source| ApplyError::Step { step: "recovering the interrupted apply".into(), source };
+    let step = |source| ApplyError::Step {
+        step: "recovering the interrupted apply".into(),
+        source,
+    };
     match txn.pending().map_err(step)? {
         None => Ok(None),
         Some(j) => Ok(Some(txn.rollback(root.base(), &j).map_err(step)?)),
@@ -92,7 +100,11 @@ fn fault_after(done: usize) -> io::Result<()> {
         if n.parse::<usize>().ok() == Some(done) {
             match kind {
                 "abort" => std::process::abort(),
-                "fail" => return Err(io::Error::other(format!("injected fault after {done} actions"))),
+                "fail" => {
+                    return Err(io::Error::other(format!(
+                        "injected fault after {done} actions"
+                    )))
+                }
                 _ => {}
             }
         }
@@ -109,11 +121,16 @@ pub fn execute(root: &Root, plan: &Plan) -> Result<(), ApplyError> {
         .iter()
         .map(|a| host_path(root, a))
         .collect::<Result<_, _>>()?;
-    std::fs::create_dir_all(&txn.dir)
-        .map_err(|source| ApplyError::Journal { dir: txn.dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&txn.dir).map_err(|source| ApplyError::Journal {
+        dir: txn.dir.display().to_string(),
+        source,
+    })?;
     let journal = txn
         .begin(root.base(), &hosts)
-        .map_err(|source| ApplyError::Journal { dir: txn.dir.display().to_string(), source })?;
+        .map_err(|source| ApplyError::Journal {
+            dir: txn.dir.display().to_string(),
+            source,
+        })?;
     let mut dirs = BTreeSet::new();
     let mut step = String::from("starting the transaction");
     let result = (|| {
@@ -156,8 +173,15 @@ fn host_path(root: &Root, a: &Action) -> Result<PathBuf, RootError> {
     if matches!(a, Action::CreateSymlink { .. }) {
         return root.resolve_parent(Path::new(sys));
     }
-    if let Some(rest) = sys.strip_prefix(link).filter(|r| r.is_empty() || r.starts_with('/')) {
-        if fsx::meta(&root.resolve_parent(Path::new(link))?).ok().flatten().is_none() {
+    if let Some(rest) = sys
+        .strip_prefix(link)
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    {
+        if fsx::meta(&root.resolve_parent(Path::new(link))?)
+            .ok()
+            .flatten()
+            .is_none()
+        {
             return root.resolve(Path::new(&format!("{target}{rest}")));
         }
     }
@@ -182,7 +206,12 @@ fn run(a: &Action, host: &Path) -> io::Result<()> {
     match a {
         Action::CreateDir { mode, owner, .. } => fsx::create_dir(host, *mode, ids(*owner)),
         Action::CreateSymlink { target, .. } => std::os::unix::fs::symlink(target, host),
-        Action::WriteFile { content, mode, owner, .. } => fsx::write_atomic(host, content, *mode, ids(*owner)),
+        Action::WriteFile {
+            content,
+            mode,
+            owner,
+            ..
+        } => fsx::write_atomic(host, content, *mode, ids(*owner)),
         Action::SetMeta { mode, owner, .. } => fsx::set_meta(host, *mode, ids(*owner)),
         Action::Remove { .. } => fsx::remove_if_exists(host),
     }

@@ -190,7 +190,11 @@ fn check_key(key: &str) -> Result<(), String> {
         .chars()
         .next()
         .is_some_and(|c| c.is_ascii_uppercase() || c == '_');
-    if !first_ok || !key.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+    if !first_ok
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    {
         return Err(format!(
             "key '{key}' is not an upper-case variable name ([A-Z_][A-Z0-9_]*)"
         ));
@@ -274,9 +278,7 @@ fn check_repasted(key: &str, value: &str) -> Result<(), String> {
         "POD_NAME" | "ISTIO_SERVICE" => is_dns1123_subdomain(value),
         "ISTIO_NAMESPACE" => is_dns1123_label(value),
         "ISTIO_AGENT_FLAGS" => value.split([' ', '\t']).all(|w| w.chars().all(is_plain)),
-        "ISTIO_BIN_BASE" | "ISTIO_LOG_DIR" => {
-            value.starts_with('/') && value.chars().all(is_plain)
-        }
+        "ISTIO_BIN_BASE" | "ISTIO_LOG_DIR" => value.starts_with('/') && value.chars().all(is_plain),
         _ => return Ok(()),
     };
     if ok || value.is_empty() {
@@ -284,9 +286,13 @@ fn check_repasted(key: &str, value: &str) -> Result<(), String> {
     } else {
         let want = match key {
             "ISTIO_SVC_IP" => "an IPv4 or IPv6 address",
-            "POD_NAME" | "ISTIO_SERVICE" => "a DNS-1123 name (lower-case letters, digits, '-', '.')",
+            "POD_NAME" | "ISTIO_SERVICE" => {
+                "a DNS-1123 name (lower-case letters, digits, '-', '.')"
+            }
             "ISTIO_NAMESPACE" => "a DNS-1123 label (lower-case letters, digits, '-')",
-            "ISTIO_AGENT_FLAGS" => "flags made of letters, digits and _@%+=:,./- separated by spaces",
+            "ISTIO_AGENT_FLAGS" => {
+                "flags made of letters, digits and _@%+=:,./- separated by spaces"
+            }
             _ => "an absolute path of letters, digits and _@%+=:,./-",
         };
         Err(format!(
@@ -299,7 +305,8 @@ fn check_repasted(key: &str, value: &str) -> Result<(), String> {
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -330,9 +337,14 @@ mod tests {
 
     #[test]
     fn istioctl_shapes_are_literal() {
-        let e = ok("A='x y'\nB=plain-1.2\nC=\"dq ok\"\nD='it'\"'\"'s'\nE=\n# c\n\n  F='{\"a\":\"b\"}'\n");
+        let e = ok(
+            "A='x y'\nB=plain-1.2\nC=\"dq ok\"\nD='it'\"'\"'s'\nE=\n# c\n\n  F='{\"a\":\"b\"}'\n",
+        );
         let v: Vec<_> = e.vars.iter().map(|v| v.value.as_str()).collect();
-        assert_eq!(v, ["x y", "plain-1.2", "dq ok", "it's", "", "{\"a\":\"b\"}"]);
+        assert_eq!(
+            v,
+            ["x y", "plain-1.2", "dq ok", "it's", "", "{\"a\":\"b\"}"]
+        );
     }
 
     #[test]

@@ -52,10 +52,16 @@ pub fn parse(data: &[u8]) -> Result<Vec<Entry>, MemberError> {
         }
         for name in &names {
             if !is_hostname(name) {
-                return Err(MemberError::at(n, format!("'{name}' is not a valid host name")));
+                return Err(MemberError::at(
+                    n,
+                    format!("'{name}' is not a valid host name"),
+                ));
             }
             if LOCAL_NAMES.contains(&name.to_ascii_lowercase().as_str()) {
-                return Err(MemberError::at(n, format!("remaps '{name}'; a bundle must not change the loopback names")));
+                return Err(MemberError::at(
+                    n,
+                    format!("remaps '{name}'; a bundle must not change the loopback names"),
+                ));
             }
         }
         out.push(Entry { ip, names });

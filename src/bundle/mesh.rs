@@ -21,8 +21,8 @@ pub struct Mesh {
 
 /// Parses and validates mesh.yaml.
 pub fn parse(data: &[u8]) -> Result<Mesh, MemberError> {
-    let text = std::str::from_utf8(data)
-        .map_err(|_| MemberError::new("not valid UTF-8 text".into()))?;
+    let text =
+        std::str::from_utf8(data).map_err(|_| MemberError::new("not valid UTF-8 text".into()))?;
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_events: 100_000,
@@ -55,9 +55,8 @@ pub fn parse(data: &[u8]) -> Result<Mesh, MemberError> {
                 "'defaultConfig.discoveryAddress' must be a string host:port".into(),
             ));
         };
-        check_host_port(addr).map_err(|r| {
-            MemberError::new(format!("'defaultConfig.discoveryAddress' {r}"))
-        })?;
+        check_host_port(addr)
+            .map_err(|r| MemberError::new(format!("'defaultConfig.discoveryAddress' {r}")))?;
         mesh.discovery_address = Some(addr.clone());
     }
     match dc.get("proxyMetadata") {
@@ -104,7 +103,10 @@ mod tests {
     #[test]
     fn reads_istioctl_mesh() {
         let m = parse(b"defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: \"true\"\n").unwrap();
-        assert_eq!(m.discovery_address.as_deref(), Some("istiod.istio-system.svc:15012"));
+        assert_eq!(
+            m.discovery_address.as_deref(),
+            Some("istiod.istio-system.svc:15012")
+        );
         assert!(m.proxy_metadata_keys.contains("ISTIO_META_DNS_CAPTURE"));
     }
 

@@ -41,10 +41,17 @@ pub enum BundleError {
 
 impl BundleError {
     pub(crate) fn source(path: &str, reason: String) -> Self {
-        BundleError::Source { path: path.to_string(), reason }
+        BundleError::Source {
+            path: path.to_string(),
+            reason,
+        }
     }
     pub(crate) fn member(member: &str, reason: String) -> Self {
-        BundleError::Member { member: member.to_string(), line: None, reason }
+        BundleError::Member {
+            member: member.to_string(),
+            line: None,
+            reason,
+        }
     }
 }
 
@@ -62,10 +69,17 @@ impl MemberError {
         MemberError { line: None, reason }
     }
     pub(crate) fn at(line: usize, reason: String) -> Self {
-        MemberError { line: Some(line), reason }
+        MemberError {
+            line: Some(line),
+            reason,
+        }
     }
     fn into_bundle(self, member: Member) -> BundleError {
-        BundleError::Member { member: member.name().to_string(), line: self.line, reason: self.reason }
+        BundleError::Member {
+            member: member.name().to_string(),
+            line: self.line,
+            reason: self.reason,
+        }
     }
 }
 
@@ -188,8 +202,9 @@ impl Bundle {
             .map(|n| format!("bundle member '{n}' is not a file vmagent knows; ignored"))
             .collect();
         let mesh = mesh::parse(get(Member::Mesh)).map_err(|e| e.into_bundle(Member::Mesh))?;
-        let (cluster_env, w) = cluster_env::parse(get(Member::ClusterEnv), &mesh.proxy_metadata_keys)
-            .map_err(|e| e.into_bundle(Member::ClusterEnv))?;
+        let (cluster_env, w) =
+            cluster_env::parse(get(Member::ClusterEnv), &mesh.proxy_metadata_keys)
+                .map_err(|e| e.into_bundle(Member::ClusterEnv))?;
         warnings.extend(w);
         let (token, w) = token::parse(get(Member::Token), opts.now, opts.allow_expired_token)
             .map_err(|e| e.into_bundle(Member::Token))?;
@@ -206,17 +221,32 @@ impl Bundle {
                 check_key(key).map_err(|e| e.into_bundle(Member::Key))?;
             }
             (Some(_), None) => {
-                return Err(BundleError::member("key.pem", "missing while cert-chain.pem is present; legacy bundles need both".into()))
+                return Err(BundleError::member(
+                    "key.pem",
+                    "missing while cert-chain.pem is present; legacy bundles need both".into(),
+                ))
             }
             (None, Some(_)) => {
-                return Err(BundleError::member("cert-chain.pem", "missing while key.pem is present; legacy bundles need both".into()))
+                return Err(BundleError::member(
+                    "cert-chain.pem",
+                    "missing while key.pem is present; legacy bundles need both".into(),
+                ))
             }
         }
         if raw.packages.len() > 1 {
             let names: Vec<&str> = raw.packages.iter().map(|p| p.name.as_str()).collect();
             warnings.push(format!("bundle holds {} packages ({}); the package step picks the one for this OS and architecture", names.len(), names.join(", ")));
         }
-        Ok(Bundle { files, cluster_env, mesh, token, root_cert, hosts, packages: raw.packages, warnings })
+        Ok(Bundle {
+            files,
+            cluster_env,
+            mesh,
+            token,
+            root_cert,
+            hosts,
+            packages: raw.packages,
+            warnings,
+        })
     }
 }
 
@@ -225,7 +255,12 @@ fn check_key(data: &[u8]) -> Result<(), MemberError> {
     let blocks = pem::blocks(data)?;
     match blocks.as_slice() {
         [b] if b.label.ends_with("PRIVATE KEY") && !b.der.is_empty() => Ok(()),
-        [b] => Err(MemberError::at(b.line, format!("{} block found; key.pem must hold one PRIVATE KEY", b.label))),
-        _ => Err(MemberError::new("must hold exactly one PRIVATE KEY block".into())),
+        [b] => Err(MemberError::at(
+            b.line,
+            format!("{} block found; key.pem must hold one PRIVATE KEY", b.label),
+        )),
+        _ => Err(MemberError::new(
+            "must hold exactly one PRIVATE KEY block".into(),
+        )),
     }
 }

@@ -38,14 +38,24 @@ pub fn blocks(data: &[u8]) -> Result<Vec<Block>, MemberError> {
                 open = Some((label.to_string(), n, String::new()));
             }
             Some((label, start, body)) => {
-                if let Some(end) = line.strip_prefix("-----END ").and_then(|l| l.strip_suffix("-----")) {
+                if let Some(end) = line
+                    .strip_prefix("-----END ")
+                    .and_then(|l| l.strip_suffix("-----"))
+                {
                     if end != label {
-                        return Err(MemberError::at(n, format!("END {end} does not match BEGIN {label}")));
+                        return Err(MemberError::at(
+                            n,
+                            format!("END {end} does not match BEGIN {label}"),
+                        ));
                     }
-                    let der = STANDARD
-                        .decode(body.as_bytes())
-                        .map_err(|_| MemberError::at(*start, format!("{label} block is not valid base64")))?;
-                    out.push(Block { label: label.clone(), der, line: *start });
+                    let der = STANDARD.decode(body.as_bytes()).map_err(|_| {
+                        MemberError::at(*start, format!("{label} block is not valid base64"))
+                    })?;
+                    out.push(Block {
+                        label: label.clone(),
+                        der,
+                        line: *start,
+                    });
                     open = None;
                 } else {
                     body.push_str(line.trim_start());
@@ -54,7 +64,10 @@ pub fn blocks(data: &[u8]) -> Result<Vec<Block>, MemberError> {
         }
     }
     if let Some((label, start, _)) = open {
-        return Err(MemberError::at(start, format!("{label} block has no END line")));
+        return Err(MemberError::at(
+            start,
+            format!("{label} block has no END line"),
+        ));
     }
     if out.is_empty() {
         return Err(MemberError::new("contains no PEM block".into()));
@@ -86,12 +99,25 @@ pub fn certificates(data: &[u8], what: &str) -> Result<Vec<CertInfo>, MemberErro
             )));
         }
         if b.label != "CERTIFICATE" {
-            return Err(MemberError::at(b.line, format!("{} block found; only CERTIFICATE blocks are allowed", b.label)));
+            return Err(MemberError::at(
+                b.line,
+                format!(
+                    "{} block found; only CERTIFICATE blocks are allowed",
+                    b.label
+                ),
+            ));
         }
-        let (rest, cert) = X509Certificate::from_der(&b.der)
-            .map_err(|_| MemberError::at(b.line, "CERTIFICATE block is not a valid X.509 certificate".into()))?;
+        let (rest, cert) = X509Certificate::from_der(&b.der).map_err(|_| {
+            MemberError::at(
+                b.line,
+                "CERTIFICATE block is not a valid X.509 certificate".into(),
+            )
+        })?;
         if !rest.is_empty() {
-            return Err(MemberError::at(b.line, "CERTIFICATE block has trailing data".into()));
+            return Err(MemberError::at(
+                b.line,
+                "CERTIFICATE block has trailing data".into(),
+            ));
         }
         certs.push(CertInfo {
             subject: cert.subject().to_string(),

@@ -33,9 +33,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             member: 1 << 20,
-            package: 512 << 20,
+            package: 256 << 20,
             entries: 256,
-            stream: 1 << 30,
+            stream: 600 << 20,
         }
     }
 }
@@ -75,9 +75,15 @@ pub fn open(path: &Path, limits: Limits) -> Result<RawBundle, BundleError> {
     let mut f = File::open(path).map_err(|e| BundleError::source(&src, io_reason(&e)))?;
     let mut magic = [0u8; 512];
     let n = read_up_to(&mut f, &mut magic).map_err(|e| BundleError::source(&src, io_reason(&e)))?;
-    f.rewind().map_err(|e| BundleError::source(&src, io_reason(&e)))?;
+    f.rewind()
+        .map_err(|e| BundleError::source(&src, io_reason(&e)))?;
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-        read_tar(flate2::read::GzDecoder::new(io::BufReader::new(f)), &src, limits, true)
+        read_tar(
+            flate2::read::GzDecoder::new(io::BufReader::new(f)),
+            &src,
+            limits,
+            true,
+        )
     } else if n == 512 && &magic[257..262] == b"ustar" {
         read_tar(io::BufReader::new(f), &src, limits, false)
     } else {
@@ -138,7 +144,10 @@ impl Collector {
         if self.entries > self.limits.entries {
             return Err(BundleError::source(
                 src,
-                format!("more than {} members; a bundle holds a handful of files", self.limits.entries),
+                format!(
+                    "more than {} members; a bundle holds a handful of files",
+                    self.limits.entries
+                ),
             ));
         }
         Ok(())
@@ -158,7 +167,11 @@ impl Collector {
         let Some(base) = comps.last().cloned() else {
             return Err(BundleError::member(original, "empty name".into()));
         };
-        let limit = if is_package(&base) { self.limits.package } else { self.limits.member };
+        let limit = if is_package(&base) {
+            self.limits.package
+        } else {
+            self.limits.member
+        };
         if size > limit {
             return Err(BundleError::member(
                 original,
@@ -166,7 +179,10 @@ impl Collector {
             ));
         }
         if let Some(first) = self.seen.insert(comps, original.to_string()) {
-            return Err(BundleError::member(original, format!("appears twice in the bundle (also as '{first}')")));
+            return Err(BundleError::member(
+                original,
+                format!("appears twice in the bundle (also as '{first}')"),
+            ));
         }
         Ok(base)
     }
@@ -214,13 +230,21 @@ impl Collector {
 /// Splits a member name into normal components, refusing absolute and `..` paths.
 fn normalise(name: &str) -> Result<Vec<String>, BundleError> {
     if name.starts_with('/') {
-        return Err(BundleError::member(name, "absolute path; members must be relative".into()));
+        return Err(BundleError::member(
+            name,
+            "absolute path; members must be relative".into(),
+        ));
     }
     let mut out = Vec::new();
     for c in name.split('/') {
         match c {
             "" | "." => {}
-            ".." => return Err(BundleError::member(name, "path has a '..' component".into())),
+            ".." => {
+                return Err(BundleError::member(
+                    name,
+                    "path has a '..' component".into(),
+                ))
+            }
             c => out.push(c.to_string()),
         }
     }
@@ -253,13 +277,23 @@ impl<R: Read> Read for Bounded<R> {
 
 fn read_tar<R: Read>(r: R, src: &str, limits: Limits, gz: bool) -> Result<RawBundle, BundleError> {
     let hit = Rc::new(Cell::new(false));
-    let bounded = Bounded { inner: r, left: limits.stream, hit: hit.clone() };
+    let bounded = Bounded {
+        inner: r,
+        left: limits.stream,
+        hit: hit.clone(),
+    };
     let mut ar = tar::Archive::new(bounded);
     let mut c = Collector::new(limits);
     let kind = if gz { "tar.gz" } else { "tar" };
     let stream_err = |e: io::Error, hit: &Rc<Cell<bool>>| {
         if hit.get() {
-            BundleError::source(src, format!("expands past {} bytes (a decompression bomb?)", limits.stream))
+            BundleError::source(
+                src,
+                format!(
+                    "expands past {} bytes (a decompression bomb?)",
+                    limits.stream
+                ),
+            )
         } else {
             BundleError::source(src, format!("not a readable {kind} archive: {e}"))
         }
@@ -279,18 +313,32 @@ fn read_tar<R: Read>(r: R, src: &str, limits: Limits, gz: bool) -> Result<RawBun
             continue;
         }
         if !et.is_file() {
-            return Err(BundleError::member(&name, format!("a {}; only regular files are allowed", describe(et))));
+            return Err(BundleError::member(
+                &name,
+                format!("a {}; only regular files are allowed", describe(et)),
+            ));
         }
         let size = e.size();
         let base = c.add_file(&name, size)?;
         if is_package(&base) {
             let file = spool(&mut e, size, limits.package).map_err(|er| {
-                if hit.get() { stream_err(er, &hit) } else { BundleError::member(&name, format!("cannot be read: {er}")) }
+                if hit.get() {
+                    stream_err(er, &hit)
+                } else {
+                    BundleError::member(&name, format!("cannot be read: {er}"))
+                }
             })?;
-            c.raw.packages.push(PackageFile { name: base, size, file });
+            c.raw.packages.push(PackageFile {
+                name: base,
+                size,
+                file,
+            });
         } else {
             let mut data = Vec::with_capacity(size as usize);
-            (&mut e).take(limits.member + 1).read_to_end(&mut data).map_err(|er| stream_err(er, &hit))?;
+            (&mut e)
+                .take(limits.member + 1)
+                .read_to_end(&mut data)
+                .map_err(|er| stream_err(er, &hit))?;
             if data.len() as u64 != size {
                 return Err(BundleError::member(&name, "truncated".into()));
             }
@@ -346,7 +394,10 @@ fn read_dir(dir: &Path, src: &str, limits: Limits) -> Result<RawBundle, BundleEr
                 .unwrap_or(fsx::Kind::Other);
             v.push((name, kind));
             if v.len() > limits.entries {
-                return Err(BundleError::source(src, format!("more than {} members", limits.entries)));
+                return Err(BundleError::source(
+                    src,
+                    format!("more than {} members", limits.entries),
+                ));
             }
         }
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -369,36 +420,60 @@ fn read_dir(dir: &Path, src: &str, limits: Limits) -> Result<RawBundle, BundleEr
         match kind {
             fsx::Kind::File => {}
             fsx::Kind::Dir => {
-                return Err(BundleError::member(&shown, "extra directory; a bundle is one flat folder".into()))
+                return Err(BundleError::member(
+                    &shown,
+                    "extra directory; a bundle is one flat folder".into(),
+                ))
             }
             fsx::Kind::Symlink => {
-                return Err(BundleError::member(&shown, "a symlink; only regular files are allowed".into()))
+                return Err(BundleError::member(
+                    &shown,
+                    "a symlink; only regular files are allowed".into(),
+                ))
             }
             fsx::Kind::Other => {
-                return Err(BundleError::member(&shown, "a device, FIFO or socket; only regular files are allowed".into()))
+                return Err(BundleError::member(
+                    &shown,
+                    "a device, FIFO or socket; only regular files are allowed".into(),
+                ))
             }
         }
         let path = base.join(&name);
         // O_NOFOLLOW + fstat: a file swapped for a link or FIFO after listing is refused.
-        let f = fsx::open_nofollow(&path).map_err(|e| BundleError::member(&shown, io_reason(&e)))?;
-        let size = f.metadata().map_err(|e| BundleError::member(&shown, io_reason(&e)))?;
+        let f =
+            fsx::open_nofollow(&path).map_err(|e| BundleError::member(&shown, io_reason(&e)))?;
+        let size = f
+            .metadata()
+            .map_err(|e| BundleError::member(&shown, io_reason(&e)))?;
         if !size.is_file() {
             return Err(BundleError::member(&shown, "not a regular file".into()));
         }
         let size = size.len();
         stream += size;
         if stream > limits.stream {
-            return Err(BundleError::source(src, format!("holds more than {} bytes", limits.stream)));
+            return Err(BundleError::source(
+                src,
+                format!("holds more than {} bytes", limits.stream),
+            ));
         }
         c.add_file(&name, size)?;
         if is_package(&name) {
-            let file = spool(&mut &f, size, limits.package).map_err(|e| BundleError::member(&shown, e.to_string()))?;
+            let file = spool(&mut &f, size, limits.package)
+                .map_err(|e| BundleError::member(&shown, e.to_string()))?;
             c.raw.packages.push(PackageFile { name, size, file });
         } else {
             let mut data = Vec::new();
-            (&f).take(limits.member + 1).read_to_end(&mut data).map_err(|e| BundleError::member(&shown, e.to_string()))?;
+            (&f).take(limits.member + 1)
+                .read_to_end(&mut data)
+                .map_err(|e| BundleError::member(&shown, e.to_string()))?;
             if data.len() as u64 > limits.member {
-                return Err(BundleError::member(&shown, format!("grew past the {}-byte limit while being read", limits.member)));
+                return Err(BundleError::member(
+                    &shown,
+                    format!(
+                        "grew past the {}-byte limit while being read",
+                        limits.member
+                    ),
+                ));
             }
             keep(&mut c.raw, name, data);
         }

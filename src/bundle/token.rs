@@ -53,7 +53,10 @@ pub fn parse(
     }
     for (i, p) in parts.iter().enumerate() {
         let p = p.trim_end_matches('=');
-        if !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(MemberError::new(format!(
                 "not a JWT (part {} is not base64url)",
                 i + 1
@@ -68,7 +71,9 @@ pub fn parse(
     let header: serde_json::Value = serde_json::from_slice(&decode(0)?)
         .map_err(|_| MemberError::new("not a JWT (header is not JSON)".into()))?;
     if !header.is_object() {
-        return Err(MemberError::new("not a JWT (header is not a JSON object)".into()));
+        return Err(MemberError::new(
+            "not a JWT (header is not a JSON object)".into(),
+        ));
     }
     let claims: Claims = serde_json::from_slice(&decode(1)?)
         .map_err(|e| MemberError::new(format!("not a JWT (claims: {e})")))?;
@@ -128,7 +133,12 @@ mod tests {
 
     #[test]
     fn decodes_claims() {
-        let (t, w) = parse(&jwt(r#"{"sub":"system:serviceaccount:a:b","aud":["istio-ca"],"exp":4000000000}"#), 1000, false).unwrap();
+        let (t, w) = parse(
+            &jwt(r#"{"sub":"system:serviceaccount:a:b","aud":["istio-ca"],"exp":4000000000}"#),
+            1000,
+            false,
+        )
+        .unwrap();
         assert_eq!(t.sub.as_deref(), Some("system:serviceaccount:a:b"));
         assert_eq!(t.exp, Some(4_000_000_000));
         assert!(w.is_empty());
@@ -138,20 +148,36 @@ mod tests {
     fn expired_is_refused_unless_allowed() {
         let j = jwt(r#"{"sub":"s","aud":"istio-ca","exp":100}"#);
         let e = parse(&j, 1000, false).unwrap_err();
-        assert!(e.reason.contains("expired at 1970-01-01T00:01:40Z"), "{}", e.reason);
+        assert!(
+            e.reason.contains("expired at 1970-01-01T00:01:40Z"),
+            "{}",
+            e.reason
+        );
         assert!(parse(&j, 1000, true).is_ok());
     }
 
     #[test]
     fn garbage_is_not_a_jwt() {
-        for g in [&b"abc"[..], b"a.b", b"a.b.c.d", b"!!.x.y", b"\xff\xfe", b"e30.bm90anNvbg.x"] {
+        for g in [
+            &b"abc"[..],
+            b"a.b",
+            b"a.b.c.d",
+            b"!!.x.y",
+            b"\xff\xfe",
+            b"e30.bm90anNvbg.x",
+        ] {
             assert!(parse(g, 0, false).is_err());
         }
     }
 
     #[test]
     fn wrong_audience_warns() {
-        let (_, w) = parse(&jwt(r#"{"sub":"s","aud":"api","exp":4000000000}"#), 0, false).unwrap();
+        let (_, w) = parse(
+            &jwt(r#"{"sub":"s","aud":"api","exp":4000000000}"#),
+            0,
+            false,
+        )
+        .unwrap();
         assert!(w[0].contains("not istio-ca"));
     }
 }

@@ -10,10 +10,10 @@ use thiserror::Error;
 
 use crate::bundle::{Bundle, Member};
 use crate::fsx::{self, Kind, Meta};
+use crate::hosts;
 use crate::layout::{self, Owner};
 use crate::root::{Root, RootError};
 use crate::state::{self, State};
-use crate::hosts;
 
 /// Largest existing file vmagent reads to compare (installed files are small).
 const READ_LIMIT: u64 = 16 << 20;
@@ -170,7 +170,11 @@ struct Planner<'a> {
     etc_istio_link: bool,
 }
 
-const ROOT_IDS: Ids = Ids { uid: 0, gid: 0, label: "root:root" };
+const ROOT_IDS: Ids = Ids {
+    uid: 0,
+    gid: 0,
+    label: "root:root",
+};
 
 /// Computes what must change under `root` for `bundle` to be installed.
 pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, PlanError> {
@@ -178,11 +182,18 @@ pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, Pla
         None
     } else {
         match root.account(layout::PROXY_USER)? {
-            Some((uid, gid)) => Some(Ids { uid, gid, label: "istio-proxy:istio-proxy" }),
+            Some((uid, gid)) => Some(Ids {
+                uid,
+                gid,
+                label: "istio-proxy:istio-proxy",
+            }),
             None => {
                 return Err(PlanError::NoProxyUser {
                     user: layout::PROXY_USER,
-                    passwd: root.resolve(Path::new("/etc/passwd"))?.display().to_string(),
+                    passwd: root
+                        .resolve(Path::new("/etc/passwd"))?
+                        .display()
+                        .to_string(),
                 })
             }
         }
@@ -202,7 +213,13 @@ pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, Pla
     let previous = p.previous_state()?;
     for f in layout::FILES {
         if let Some(content) = bundle.files.get(&f.member) {
-            p.file(f.path, What::Member(f.member), content.clone(), f.mode, p.owner(f.owner))?;
+            p.file(
+                f.path,
+                What::Member(f.member),
+                content.clone(),
+                f.mode,
+                p.owner(f.owner),
+            )?;
         }
     }
     p.stale_certs(bundle, previous.as_ref())?;
@@ -211,7 +228,13 @@ pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, Pla
     if previous.as_ref() != Some(&state) {
         // The state dir itself is made with the lock, outside the plan.
         let path = format!("{}/{}", layout::STATE_DIR, state::FILE);
-        p.file(&path, What::State, state.to_bytes(), 0o600, Some(ROOT_IDS).filter(|_| !p.skip_owner))?;
+        p.file(
+            &path,
+            What::State,
+            state.to_bytes(),
+            0o600,
+            Some(ROOT_IDS).filter(|_| !p.skip_owner),
+        )?;
     }
     Ok(p.plan)
 }
@@ -229,7 +252,10 @@ impl Planner<'_> {
     fn host(&self, sys: &str) -> Result<PathBuf, PlanError> {
         let (link, target) = layout::ETC_ISTIO;
         if self.etc_istio_link {
-            if let Some(rest) = sys.strip_prefix(link).filter(|r| r.is_empty() || r.starts_with('/')) {
+            if let Some(rest) = sys
+                .strip_prefix(link)
+                .filter(|r| r.is_empty() || r.starts_with('/'))
+            {
                 return Ok(self.root.resolve(Path::new(&format!("{target}{rest}")))?);
             }
         }
@@ -246,10 +272,16 @@ impl Planner<'_> {
     fn etc_istio(&mut self) -> Result<(), PlanError> {
         let (link, target) = layout::ETC_ISTIO;
         let host = self.root.resolve_parent(Path::new(link))?;
-        if fsx::meta(&host).map_err(|e| blocked(link, e.to_string()))?.is_none() {
+        if fsx::meta(&host)
+            .map_err(|e| blocked(link, e.to_string()))?
+            .is_none()
+        {
             self.dir("/etc", None)?;
             self.dir(target, None)?;
-            self.plan.actions.push(Action::CreateSymlink { path: link.into(), target: target.into() });
+            self.plan.actions.push(Action::CreateSymlink {
+                path: link.into(),
+                target: target.into(),
+            });
             self.etc_istio_link = true;
         }
         Ok(())
@@ -274,14 +306,23 @@ impl Planner<'_> {
                     }
                 }
                 self.created.insert(host);
-                self.plan.actions.push(Action::CreateDir { path: sys.into(), mode: want_mode, owner: want_owner });
+                self.plan.actions.push(Action::CreateDir {
+                    path: sys.into(),
+                    mode: want_mode,
+                    owner: want_owner,
+                });
             }
             Some(m) if m.kind == Kind::Dir => {
                 if spec.is_some() {
                     self.meta(sys, m, want_mode, want_owner);
                 }
             }
-            Some(_) => return Err(blocked(sys, "exists but is not a directory; move it away and re-run".into())),
+            Some(_) => {
+                return Err(blocked(
+                    sys,
+                    "exists but is not a directory; move it away and re-run".into(),
+                ))
+            }
         }
         Ok(())
     }
@@ -289,11 +330,23 @@ impl Planner<'_> {
     fn meta(&mut self, sys: &str, m: Meta, mode: u32, owner: Option<Ids>) {
         let owner_ok = owner.is_none_or(|o| o.uid == m.uid && o.gid == m.gid);
         if m.mode != mode || !owner_ok {
-            self.plan.actions.push(Action::SetMeta { path: sys.into(), from: m, mode, owner });
+            self.plan.actions.push(Action::SetMeta {
+                path: sys.into(),
+                from: m,
+                mode,
+                owner,
+            });
         }
     }
 
-    fn file(&mut self, sys: &str, what: What, content: Vec<u8>, mode: u32, owner: Option<Ids>) -> Result<(), PlanError> {
+    fn file(
+        &mut self,
+        sys: &str,
+        what: What,
+        content: Vec<u8>,
+        mode: u32,
+        owner: Option<Ids>,
+    ) -> Result<(), PlanError> {
         if what != What::State {
             if let Some(parent) = Path::new(sys).parent().and_then(Path::to_str) {
                 self.dir(parent, None)?;
@@ -305,12 +358,22 @@ impl Planner<'_> {
             Some(Kind::File) => fsx::read_file(&host, READ_LIMIT)
                 .map_err(|e| blocked(sys, format!("cannot read: {e}")))?,
             Some(Kind::Dir) | Some(Kind::Other) => {
-                return Err(blocked(sys, "exists but is not a regular file; move it away and re-run".into()))
+                return Err(blocked(
+                    sys,
+                    "exists but is not a regular file; move it away and re-run".into(),
+                ))
             }
         };
         match (&old, meta) {
             (Some(cur), Some(m)) if *cur == content => self.meta(sys, m, mode, owner),
-            _ => self.plan.actions.push(Action::WriteFile { path: sys.into(), what, content, old, mode, owner }),
+            _ => self.plan.actions.push(Action::WriteFile {
+                path: sys.into(),
+                what,
+                content,
+                old,
+                mode,
+                owner,
+            }),
         }
         Ok(())
     }
@@ -318,7 +381,10 @@ impl Planner<'_> {
     fn previous_state(&self) -> Result<Option<State>, PlanError> {
         let sys = format!("{}/{}", layout::STATE_DIR, state::FILE);
         let host = self.host(&sys)?;
-        Ok(fsx::read_file(&host, READ_LIMIT).ok().flatten().and_then(|d| State::parse(&d)))
+        Ok(fsx::read_file(&host, READ_LIMIT)
+            .ok()
+            .flatten()
+            .and_then(|d| State::parse(&d)))
     }
 
     /// The proxy's own certificates belong to the identity they were issued for.
@@ -326,7 +392,10 @@ impl Planner<'_> {
         if bundle.files.contains_key(&Member::CertChain) {
             return Ok(()); // legacy bundle: the certs come from the bundle itself
         }
-        let (Some(old), Some(new)) = (previous.and_then(|s| s.token_sub.as_deref()), bundle.token.sub.as_deref()) else {
+        let (Some(old), Some(new)) = (
+            previous.and_then(|s| s.token_sub.as_deref()),
+            bundle.token.sub.as_deref(),
+        ) else {
             return Ok(());
         };
         if old == new {
@@ -337,7 +406,9 @@ impl Planner<'_> {
             if meta.is_some() {
                 self.plan.actions.push(Action::Remove {
                     path: sys.to_string(),
-                    reason: format!("issued to the previous identity {old}; the proxy gets a new one for {new}"),
+                    reason: format!(
+                        "issued to the previous identity {old}; the proxy gets a new one for {new}"
+                    ),
                 });
             }
         }
@@ -349,11 +420,22 @@ impl Planner<'_> {
         let (host, meta) = self.lstat(sys)?;
         let old = match meta.map(|m| m.kind) {
             None => None,
-            Some(Kind::File) => fsx::read_file(&host, READ_LIMIT).map_err(|e| blocked(sys, format!("cannot read: {e}")))?,
-            Some(_) => return Err(blocked(sys, "is not a regular file; vmagent edits a regular /etc/hosts only".into())),
+            Some(Kind::File) => fsx::read_file(&host, READ_LIMIT)
+                .map_err(|e| blocked(sys, format!("cannot read: {e}")))?,
+            Some(_) => {
+                return Err(blocked(
+                    sys,
+                    "is not a regular file; vmagent edits a regular /etc/hosts only".into(),
+                ))
+            }
         };
-        let merged = hosts::merge(old.as_deref().unwrap_or_default(), &bundle.hosts)
-            .map_err(|r| blocked(sys, format!("{r}; fix or remove the vmagent-managed block by hand, then re-run")))?;
+        let merged =
+            hosts::merge(old.as_deref().unwrap_or_default(), &bundle.hosts).map_err(|r| {
+                blocked(
+                    sys,
+                    format!("{r}; fix or remove the vmagent-managed block by hand, then re-run"),
+                )
+            })?;
         for (n, line) in &merged.conflicts {
             self.plan.warnings.push(format!(
                 "{sys} line {n} ('{line}') maps a mesh name to another address and comes first; remove it, or the mesh entry may be ignored"
@@ -367,12 +449,21 @@ impl Planner<'_> {
         }
         // Keep the file's own mode and owner; a new file gets the usual 0644 root.
         let (mode, owner) = match meta {
-            Some(m) => (m.mode, Some(Ids { uid: m.uid, gid: m.gid, label: "unchanged" })),
+            Some(m) => (
+                m.mode,
+                Some(Ids {
+                    uid: m.uid,
+                    gid: m.gid,
+                    label: "unchanged",
+                }),
+            ),
             None => (0o644, Some(ROOT_IDS).filter(|_| !self.skip_owner)),
         };
         self.plan.actions.push(Action::WriteFile {
             path: sys.into(),
-            what: What::Hosts { adopted: merged.adopted },
+            what: What::Hosts {
+                adopted: merged.adopted,
+            },
             content: merged.content,
             old,
             mode,
@@ -383,5 +474,8 @@ impl Planner<'_> {
 }
 
 fn blocked(path: &str, reason: String) -> PlanError {
-    PlanError::Blocked { path: path.to_string(), reason }
+    PlanError::Blocked {
+        path: path.to_string(),
+        reason,
+    }
 }

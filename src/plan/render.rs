@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use super::{Action, Ids, Plan, What};
 
-
 /// A stable, serialisable description of one action.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ActionView {
@@ -34,7 +33,11 @@ impl Action {
     /// The view of this action; `diff` adds unified diffs for text files.
     pub fn view(&self, diff: bool) -> ActionView {
         match self {
-            Action::CreateDir { path, mode, owner: o } => ActionView {
+            Action::CreateDir {
+                path,
+                mode,
+                owner: o,
+            } => ActionView {
                 action: "create-dir",
                 path: path.clone(),
                 detail: format!("{mode:04o} {}", owner(o)),
@@ -46,7 +49,14 @@ impl Action {
                 detail: format!("-> {target} (as the istio-sidecar package does)"),
                 diff: None,
             },
-            Action::WriteFile { path, what, content, old, mode, owner: o } => {
+            Action::WriteFile {
+                path,
+                what,
+                content,
+                old,
+                mode,
+                owner: o,
+            } => {
                 let label = match what {
                     What::Member(m) => format!("from {}", m.name()),
                     What::Hosts { adopted } if !adopted.is_empty() => {
@@ -61,20 +71,32 @@ impl Action {
                 };
                 let secret = is_secret(what);
                 let detail = match (old, secret) {
-                    (Some(_), true) => format!("{label}, {mode:04o} {owner_s}, content changed (secret, not shown)"),
+                    (Some(_), true) => format!(
+                        "{label}, {mode:04o} {owner_s}, content changed (secret, not shown)"
+                    ),
                     _ => format!("{label}, {mode:04o} {owner_s}"),
                 };
-                let diff = (diff && !secret && matches!(what, What::Member(_) | What::Hosts { .. }))
-                    .then(|| unified(path, old.as_deref(), content))
-                    .flatten();
+                let diff =
+                    (diff && !secret && matches!(what, What::Member(_) | What::Hosts { .. }))
+                        .then(|| unified(path, old.as_deref(), content))
+                        .flatten();
                 ActionView {
-                    action: if old.is_some() { "replace-file" } else { "create-file" },
+                    action: if old.is_some() {
+                        "replace-file"
+                    } else {
+                        "create-file"
+                    },
                     path: path.clone(),
                     detail,
                     diff,
                 }
             }
-            Action::SetMeta { path, from, mode, owner: o } => {
+            Action::SetMeta {
+                path,
+                from,
+                mode,
+                owner: o,
+            } => {
                 let mut parts = Vec::new();
                 if from.mode != *mode {
                     parts.push(format!("mode {:04o} -> {mode:04o}", from.mode));
@@ -84,7 +106,12 @@ impl Action {
                         parts.push(format!("owner {}:{} -> {}", from.uid, from.gid, i.label));
                     }
                 }
-                ActionView { action: "set-meta", path: path.clone(), detail: parts.join(", "), diff: None }
+                ActionView {
+                    action: "set-meta",
+                    path: path.clone(),
+                    detail: parts.join(", "),
+                    diff: None,
+                }
             }
             Action::Remove { path, reason } => ActionView {
                 action: "remove",
@@ -129,4 +156,3 @@ impl fmt::Display for Plan {
         Ok(())
     }
 }
-

@@ -58,7 +58,13 @@ impl Spec {
     /// The example bundle's five files, at top level.
     pub fn example() -> Spec {
         let mut s = Spec::default();
-        for name in ["cluster.env", "istio-token", "mesh.yaml", "root-cert.pem", "hosts"] {
+        for name in [
+            "cluster.env",
+            "istio-token",
+            "mesh.yaml",
+            "root-cert.pem",
+            "hosts",
+        ] {
             let data = fs::read(example_dir().join(name)).expect("example member");
             s.items.push((name.to_string(), Item::File(data, 0o744)));
         }
@@ -67,7 +73,9 @@ impl Spec {
 
     /// The example bundle under one top folder, as `tar czf b.tgz vmintegration/` makes it.
     pub fn example_in(folder: &str) -> Spec {
-        let mut s = Spec { items: vec![(format!("{folder}/"), Item::Dir)] };
+        let mut s = Spec {
+            items: vec![(format!("{folder}/"), Item::Dir)],
+        };
         for (n, i) in Spec::example().items {
             s.items.push((format!("{folder}/{n}"), i));
         }
@@ -77,7 +85,11 @@ impl Spec {
     /// Replaces (or adds) a member's content.
     pub fn set(mut self, name: &str, data: impl Into<Vec<u8>>) -> Spec {
         let data = data.into();
-        match self.items.iter_mut().find(|(n, _)| n == name || n.ends_with(&format!("/{name}"))) {
+        match self
+            .items
+            .iter_mut()
+            .find(|(n, _)| n == name || n.ends_with(&format!("/{name}")))
+        {
             Some((_, item)) => *item = Item::File(data, 0o744),
             None => self.items.push((name.to_string(), Item::File(data, 0o744))),
         }
@@ -86,7 +98,8 @@ impl Spec {
 
     /// Removes a member.
     pub fn without(mut self, name: &str) -> Spec {
-        self.items.retain(|(n, _)| n != name && !n.ends_with(&format!("/{name}")));
+        self.items
+            .retain(|(n, _)| n != name && !n.ends_with(&format!("/{name}")));
         self
     }
 
@@ -114,7 +127,11 @@ impl Spec {
                 Item::Dir => (tar::EntryType::Directory, vec![]),
                 Item::Symlink(t) | Item::Hardlink(t) => {
                     h.set_link_name_literal(t.as_bytes()).expect("link name");
-                    let ty = if matches!(item, Item::Symlink(_)) { tar::EntryType::Symlink } else { tar::EntryType::Link };
+                    let ty = if matches!(item, Item::Symlink(_)) {
+                        tar::EntryType::Symlink
+                    } else {
+                        tar::EntryType::Link
+                    };
                     (ty, vec![])
                 }
                 Item::Fifo => (tar::EntryType::Fifo, vec![]),
@@ -125,7 +142,8 @@ impl Spec {
                     h.set_size(*n);
                     write_name(&mut b, &mut h, name);
                     h.set_cksum();
-                    b.append(&h, std::io::repeat(0).take_n(*n)).expect("append zeros");
+                    b.append(&h, std::io::repeat(0).take_n(*n))
+                        .expect("append zeros");
                     continue;
                 }
             };
@@ -148,7 +166,10 @@ impl Spec {
     /// Writes `dir/bundle.tar.gz`.
     pub fn write_tgz(&self, dir: &Path) -> PathBuf {
         let p = dir.join("bundle.tar.gz");
-        let mut gz = flate2::write::GzEncoder::new(fs::File::create(&p).expect("create"), flate2::Compression::default());
+        let mut gz = flate2::write::GzEncoder::new(
+            fs::File::create(&p).expect("create"),
+            flate2::Compression::default(),
+        );
         gz.write_all(&self.tar_bytes()).expect("gz");
         gz.finish().expect("gz finish");
         p
@@ -172,11 +193,16 @@ impl Spec {
                 Item::Symlink(t) => std::os::unix::fs::symlink(t, &p).expect("symlink"),
                 Item::Hardlink(t) => fs::hard_link(top.join(t), &p).expect("hardlink"),
                 Item::Fifo => {
-                    let st = std::process::Command::new("mkfifo").arg(&p).status().expect("mkfifo");
+                    let st = std::process::Command::new("mkfifo")
+                        .arg(&p)
+                        .status()
+                        .expect("mkfifo");
                     assert!(st.success());
                 }
                 Item::CharDev | Item::BlockDev => panic!("devices are only built as tar entries"),
-                Item::Zeros(n) => fs::File::create(&p).and_then(|f| f.set_len(*n)).expect("sparse"),
+                Item::Zeros(n) => fs::File::create(&p)
+                    .and_then(|f| f.set_len(*n))
+                    .expect("sparse"),
             }
         }
         top
@@ -224,7 +250,9 @@ pub fn jwt(claims: &str) -> Vec<u8> {
 
 /// A token for `sub` valid until year 2096.
 pub fn token_for(sub: &str) -> Vec<u8> {
-    jwt(&format!(r#"{{"aud":["istio-ca"],"exp":4000000000,"iat":1700000000,"sub":"{sub}"}}"#))
+    jwt(&format!(
+        r#"{{"aud":["istio-ca"],"exp":4000000000,"iat":1700000000,"sub":"{sub}"}}"#
+    ))
 }
 
 /// A throwaway target root with istio-proxy in etc/passwd and a plain etc/hosts.
@@ -240,8 +268,16 @@ impl TestRoot {
         let r = dir.path();
         fs::create_dir_all(r.join("etc")).expect("etc");
         fs::write(r.join("etc/passwd"), format!("root:x:0:0:root:/root:/bin/bash\nistio-proxy:x:{PROXY_ID}:{PROXY_ID}::/var/lib/istio:/usr/sbin/nologin\n")).expect("passwd");
-        fs::write(r.join("etc/group"), format!("root:x:0:\nistio-proxy:x:{PROXY_ID}:\n")).expect("group");
-        fs::write(r.join("etc/hosts"), "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n").expect("hosts");
+        fs::write(
+            r.join("etc/group"),
+            format!("root:x:0:\nistio-proxy:x:{PROXY_ID}:\n"),
+        )
+        .expect("group");
+        fs::write(
+            r.join("etc/hosts"),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        )
+        .expect("hosts");
         TestRoot { dir }
     }
 
@@ -318,7 +354,13 @@ fn walk(root: &Path, p: &Path, out: &mut Snapshot) {
     let m = fs::symlink_metadata(p).expect("lstat");
     let ft = m.file_type();
     let (kind, content) = if ft.is_symlink() {
-        ("symlink", fs::read_link(p).expect("readlink").into_os_string().into_encoded_bytes())
+        (
+            "symlink",
+            fs::read_link(p)
+                .expect("readlink")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
     } else if ft.is_file() {
         ("file", fs::read(p).expect("read"))
     } else if ft.is_dir() {
@@ -338,7 +380,10 @@ fn walk(root: &Path, p: &Path, out: &mut Snapshot) {
         },
     );
     if ft.is_dir() {
-        let mut names: Vec<_> = fs::read_dir(p).expect("readdir").map(|e| e.expect("entry").path()).collect();
+        let mut names: Vec<_> = fs::read_dir(p)
+            .expect("readdir")
+            .map(|e| e.expect("entry").path())
+            .collect();
         names.sort();
         for n in names {
             walk(root, &n, out);
@@ -356,6 +401,10 @@ pub fn assert_same(before: &Snapshot, after: &Snapshot, context: &str) {
         }
     }
     for p in after.keys() {
-        assert!(before.contains_key(p), "{context}: {} appeared", p.display());
+        assert!(
+            before.contains_key(p),
+            "{context}: {} appeared",
+            p.display()
+        );
     }
 }

@@ -95,12 +95,12 @@ impl Document {
             sub: b.token.sub.clone(),
             aud: b.token.aud.clone(),
             expires_at: b.token.exp.map(rfc3339),
-            expires_in_seconds: b.token.exp.map(|e| e - t),
+            expires_in_seconds: b.token.exp.map(|e| e.saturating_sub(t)),
         });
         self.root_cert = Some(CertView {
             subject: b.root_cert.subject().to_string(),
             not_after: rfc3339(b.root_cert.not_after()),
-            expires_in_seconds: b.root_cert.not_after() - t,
+            expires_in_seconds: b.root_cert.not_after().saturating_sub(t),
         });
         self
     }
@@ -144,7 +144,7 @@ pub fn bundle_line(b: &Bundle) -> String {
         Some(e) if e > t => format!(
             "token expires {} (in {})",
             rfc3339(e),
-            human_duration(e - t)
+            human_duration(e.saturating_sub(t))
         ),
         Some(e) => format!("token EXPIRED {}", rfc3339(e)),
         None => "token has no expiry".into(),
@@ -199,17 +199,17 @@ pub fn text(o: &Outcome, bundle: &str, root: &str) -> String {
             if o.plan.is_empty() {
                 let _ = writeln!(s, "{root}: up to date, nothing to do (dry run)");
             } else {
-                let _ = writeln!(s, "plan for {root} ({} actions):", o.plan.actions.len());
+                let _ = writeln!(s, "plan for {root} ({} actions):", o.plan.steps.len());
                 let _ = write!(s, "{:#}", o.plan);
                 print_notes(&mut s, o);
                 let _ = writeln!(s, "dry run: nothing was written");
             }
         }
         Status::Applied => {
-            let _ = writeln!(s, "plan for {root} ({} actions):", o.plan.actions.len());
+            let _ = writeln!(s, "plan for {root} ({} actions):", o.plan.steps.len());
             let _ = write!(s, "{}", o.plan);
             print_notes(&mut s, o);
-            let _ = writeln!(s, "applied {} actions to {root}", o.plan.actions.len());
+            let _ = writeln!(s, "applied {} actions to {root}", o.plan.steps.len());
         }
     }
     s

@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use crate::fsx;
 use crate::layout;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, Step};
 use crate::root::{Root, RootError};
 use journal::TxnDir;
 
@@ -63,16 +63,31 @@ pub fn txn_dir(root: &Root) -> Result<TxnDir, RootError> {
 /// Creates the state directory (0700: it holds backups of secrets) if missing and
 /// returns its host path. It is vmagent's own bookkeeping, not part of any plan.
 pub fn state_dir(root: &Root) -> Result<PathBuf, ApplyError> {
-    let dir = root.resolve(Path::new(layout::STATE_DIR))?;
-    if !dir.is_dir() {
-        let err = |source| ApplyError::Journal {
-            dir: dir.display().to_string(),
-            source,
+    let mut dir = PathBuf::new();
+    for sys in Path::new(layout::STATE_DIR)
+        .ancestors()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .skip(1)
+    {
+        dir = root.resolve(sys)?;
+        let mode = if sys == Path::new(layout::STATE_DIR) {
+            layout::STATE_MODE
+        } else {
+            layout::PARENT_MODE
         };
-        if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent).map_err(err)?;
+        match fsx::create_dir(&dir, mode, None) {
+            // Another vmagent may create it at the same moment: fine if it is a directory.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(source) => {
+                return Err(ApplyError::Journal {
+                    dir: dir.display().to_string(),
+                    source,
+                })
+            }
+            Ok(()) => {}
         }
-        fsx::create_dir(&dir, layout::STATE_MODE, None).map_err(err)?;
     }
     Ok(dir)
 }
@@ -116,11 +131,7 @@ fn fault_after(done: usize) -> io::Result<()> {
 /// Executes `plan` under `root`. The caller holds the lock.
 pub fn execute(root: &Root, plan: &Plan) -> Result<(), ApplyError> {
     let txn = txn_dir(root)?;
-    let hosts: Vec<PathBuf> = plan
-        .actions
-        .iter()
-        .map(|a| host_path(root, a))
-        .collect::<Result<_, _>>()?;
+    let hosts: Vec<PathBuf> = plan.steps.iter().map(|s| s.host.clone()).collect();
     std::fs::create_dir_all(&txn.dir).map_err(|source| ApplyError::Journal {
         dir: txn.dir.display().to_string(),
         source,
@@ -135,7 +146,7 @@ pub fn execute(root: &Root, plan: &Plan) -> Result<(), ApplyError> {
     let mut step = String::from("starting the transaction");
     let result = (|| {
         fault_after(0)?;
-        for (i, (action, host)) in plan.actions.iter().zip(&hosts).enumerate() {
+        for (i, Step { action, host }) in plan.steps.iter().enumerate() {
             step = format!("{} {}", verb(action), action.path());
             run(action, host)?;
             if let Some(p) = host.parent() {
@@ -162,30 +173,6 @@ pub fn execute(root: &Root, plan: &Plan) -> Result<(), ApplyError> {
             }),
         },
     }
-}
-
-/// Host path an action touches. Resolution happens just before the journal is made,
-/// when `/etc/istio` may not exist yet; a path under it is then mapped through the
-/// link the plan creates.
-fn host_path(root: &Root, a: &Action) -> Result<PathBuf, RootError> {
-    let (link, target) = layout::ETC_ISTIO;
-    let sys = a.path();
-    if matches!(a, Action::CreateSymlink { .. }) {
-        return root.resolve_parent(Path::new(sys));
-    }
-    if let Some(rest) = sys
-        .strip_prefix(link)
-        .filter(|r| r.is_empty() || r.starts_with('/'))
-    {
-        if fsx::meta(&root.resolve_parent(Path::new(link))?)
-            .ok()
-            .flatten()
-            .is_none()
-        {
-            return root.resolve(Path::new(&format!("{target}{rest}")));
-        }
-    }
-    root.resolve(Path::new(sys))
 }
 
 fn verb(a: &Action) -> &'static str {

@@ -42,17 +42,36 @@ pub enum BundleError {
 impl BundleError {
     pub(crate) fn source(path: &str, reason: String) -> Self {
         BundleError::Source {
-            path: path.to_string(),
-            reason,
+            path: printable(path, 256),
+            reason: printable(&reason, 512),
         }
     }
     pub(crate) fn member(member: &str, reason: String) -> Self {
         BundleError::Member {
-            member: member.to_string(),
+            member: printable(member, 128),
             line: None,
-            reason,
+            reason: printable(&reason, 512),
         }
     }
+}
+
+/// Makes text taken from the bundle safe to print as one terminal line: control
+/// characters (newlines, escape sequences) are escaped and the length is bounded, so a
+/// member name cannot forge extra output lines or drive the operator's terminal.
+pub fn printable(s: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == max_chars {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A parse failure inside one member; the caller adds the member name.
@@ -78,7 +97,7 @@ impl MemberError {
         BundleError::Member {
             member: member.name().to_string(),
             line: self.line,
-            reason: self.reason,
+            reason: printable(&self.reason, 512),
         }
     }
 }

@@ -39,7 +39,7 @@ pub fn parse(data: &[u8], now: i64) -> Result<(RootCert, Vec<String>), MemberErr
                 "bundle member 'root-cert.pem': certificate '{}' is not valid until {} (in {}); check this machine's clock",
                 c.subject,
                 rfc3339(c.not_before),
-                human_duration(c.not_before - now)
+                human_duration(c.not_before.saturating_sub(now))
             ));
         }
         if !c.is_ca {

@@ -10,6 +10,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -77,6 +78,12 @@ pub fn open(path: &Path, limits: Limits) -> Result<RawBundle, BundleError> {
     let n = read_up_to(&mut f, &mut magic).map_err(|e| BundleError::source(&src, io_reason(&e)))?;
     f.rewind()
         .map_err(|e| BundleError::source(&src, io_reason(&e)))?;
+    if n == 512 && magic.iter().all(|&b| b == 0) {
+        return Err(BundleError::source(
+            &src,
+            "an empty tar archive (no members)".into(),
+        ));
+    }
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         read_tar(
             flate2::read::GzDecoder::new(io::BufReader::new(f)),
@@ -345,6 +352,9 @@ fn read_tar<R: Read>(r: R, src: &str, limits: Limits, gz: bool) -> Result<RawBun
             keep(&mut c.raw, base, data);
         }
     }
+    // The tar reader stops at the end-of-archive blocks; reading on to EOF makes gzip
+    // verify its CRC and length trailer, so a truncated or corrupted download is refused.
+    io::copy(&mut ar.into_inner(), &mut io::sink()).map_err(|e| stream_err(e, &hit))?;
     c.finish(src)
 }
 
@@ -442,13 +452,25 @@ fn read_dir(dir: &Path, src: &str, limits: Limits) -> Result<RawBundle, BundleEr
         // O_NOFOLLOW + fstat: a file swapped for a link or FIFO after listing is refused.
         let f =
             fsx::open_nofollow(&path).map_err(|e| BundleError::member(&shown, io_reason(&e)))?;
-        let size = f
+        let meta = f
             .metadata()
             .map_err(|e| BundleError::member(&shown, io_reason(&e)))?;
-        if !size.is_file() {
+        if !meta.is_file() {
             return Err(BundleError::member(&shown, "not a regular file".into()));
         }
-        let size = size.len();
+        // Same rule as a tar hard link: a second name may be a file from outside the
+        // bundle (e.g. a secret only root can read, which errors would then echo).
+        if meta.nlink() > 1 {
+            return Err(BundleError::member(
+                &shown,
+                format!(
+                    "a hard link ({} names for one file); only regular files are allowed, copy it instead",
+                    meta.nlink()
+                ),
+            ));
+        }
+        let size = meta.len();
+
         stream += size;
         if stream > limits.stream {
             return Err(BundleError::source(

@@ -102,16 +102,16 @@ pub fn parse(
             return Err(MemberError::new(format!(
                 "token expired at {} ({} ago); get a fresh bundle with `istioctl x workload entry configure --tokenDuration 86400 ...` (or pass --allow-expired-token if the workload certificate is still valid)",
                 crate::timefmt::rfc3339(exp),
-                crate::timefmt::human_duration(now - exp)
+                crate::timefmt::human_duration(now.saturating_sub(exp))
             )));
         }
         Some(exp) if exp <= now => warnings.push(format!(
             "bundle member 'istio-token': token expired at {}; kept because of --allow-expired-token",
             crate::timefmt::rfc3339(exp)
         )),
-        Some(exp) if exp - now < 600 => warnings.push(format!(
+        Some(exp) if exp.saturating_sub(now) < 600 => warnings.push(format!(
             "bundle member 'istio-token': token expires in {}; the proxy must get its first certificate before then",
-            crate::timefmt::human_duration(exp - now)
+            crate::timefmt::human_duration(exp.saturating_sub(now))
         )),
         Some(_) => {}
     }

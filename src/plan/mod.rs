@@ -141,11 +141,22 @@ impl Action {
     }
 }
 
-/// The plan: actions in execution order, plus findings worth telling the user.
+/// One planned action and the host path it acts on, resolved once at plan time so the
+/// apply touches exactly what was planned (and shown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The action.
+    pub action: Action,
+    /// Host path (inside the root). For files the final component is never a followed
+    /// symlink: a link planted where a file belongs is replaced, not written through.
+    pub host: PathBuf,
+}
+
+/// The plan: steps in execution order, plus findings worth telling the user.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// Actions, in order (parents before children).
-    pub actions: Vec<Action>,
+    /// Steps, in order (parents before children).
+    pub steps: Vec<Step>,
     /// Warnings found while planning (e.g. conflicting hosts lines).
     pub warnings: Vec<String>,
     /// Informational notes (e.g. lines adopted into the hosts block).
@@ -155,7 +166,7 @@ pub struct Plan {
 impl Plan {
     /// True when nothing differs.
     pub fn is_empty(&self) -> bool {
-        self.actions.is_empty()
+        self.steps.is_empty()
     }
 }
 
@@ -164,7 +175,7 @@ struct Planner<'a> {
     proxy: Option<Ids>,
     skip_owner: bool,
     plan: Plan,
-    /// Host paths of directories this plan creates.
+    /// Host paths of directories this plan creates (or that exist before it runs).
     created: BTreeSet<PathBuf>,
     /// True when this plan creates the /etc/istio symlink.
     etc_istio_link: bool,
@@ -206,6 +217,7 @@ pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, Pla
         created: BTreeSet::new(),
         etc_istio_link: false,
     };
+    p.state_dir()?;
     p.etc_istio()?;
     for d in layout::DIRS {
         p.dir(d.path, Some((d.mode, d.owner)))?;
@@ -226,7 +238,6 @@ pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, Pla
     p.hosts(bundle)?;
     let state = State::for_identity(bundle.token.sub.as_deref());
     if previous.as_ref() != Some(&state) {
-        // The state dir itself is made with the lock, outside the plan.
         let path = format!("{}/{}", layout::STATE_DIR, state::FILE);
         p.file(
             &path,
@@ -248,24 +259,59 @@ impl Planner<'_> {
         }
     }
 
-    /// Host path of a system path as it will be once earlier actions ran.
-    fn host(&self, sys: &str) -> Result<PathBuf, PlanError> {
+    fn push(&mut self, action: Action, host: PathBuf) {
+        self.plan.steps.push(Step { action, host });
+    }
+
+    /// Host path of a system path as it will be once earlier steps ran. `follow` decides
+    /// whether a symlink in the final component is followed (directories: yes, like
+    /// /var/run -> /run; files: no).
+    fn host(&self, sys: &str, follow: bool) -> Result<PathBuf, PlanError> {
         let (link, target) = layout::ETC_ISTIO;
+        let mapped;
+        let mut sys = sys;
         if self.etc_istio_link {
             if let Some(rest) = sys
                 .strip_prefix(link)
                 .filter(|r| r.is_empty() || r.starts_with('/'))
             {
-                return Ok(self.root.resolve(Path::new(&format!("{target}{rest}")))?);
+                mapped = format!("{target}{rest}");
+                sys = &mapped;
             }
         }
-        Ok(self.root.resolve(Path::new(sys))?)
+        let path = Path::new(sys);
+        Ok(if follow {
+            self.root.resolve(path)?
+        } else {
+            self.root.resolve_parent(path)?
+        })
     }
 
-    fn lstat(&self, sys: &str) -> Result<(PathBuf, Option<Meta>), PlanError> {
-        let host = self.host(sys)?;
+    fn lstat(&self, sys: &str, follow: bool) -> Result<(PathBuf, Option<Meta>), PlanError> {
+        let host = self.host(sys, follow)?;
         let meta = fsx::meta(&host).map_err(|e| blocked(sys, format!("cannot inspect: {e}")))?;
         Ok((host, meta))
+    }
+
+    /// vmagent's own state directory (and missing parents) is made together with the
+    /// lock, before the transaction it journals: count it as present so a dry run and
+    /// the real run list the same steps, and say so.
+    fn state_dir(&mut self) -> Result<(), PlanError> {
+        let mut missing = false;
+        for sys in ancestors(layout::STATE_DIR) {
+            let (host, meta) = self.lstat(&sys, true)?;
+            if meta.is_none() {
+                missing = true;
+                self.created.insert(host);
+            }
+        }
+        if missing {
+            self.plan.notes.push(format!(
+                "vmagent's own state directory {} (and missing parents) is created first; it is kept even if the apply is rolled back",
+                layout::STATE_DIR
+            ));
+        }
+        Ok(())
     }
 
     /// `/etc/istio` must be the package's symlink unless the admin made it something else.
@@ -278,10 +324,13 @@ impl Planner<'_> {
         {
             self.dir("/etc", None)?;
             self.dir(target, None)?;
-            self.plan.actions.push(Action::CreateSymlink {
-                path: link.into(),
-                target: target.into(),
-            });
+            self.push(
+                Action::CreateSymlink {
+                    path: link.into(),
+                    target: target.into(),
+                },
+                host,
+            );
             self.etc_istio_link = true;
         }
         Ok(())
@@ -289,7 +338,7 @@ impl Planner<'_> {
 
     /// Ensures a directory (and its parents) exist; `spec` also manages mode and owner.
     fn dir(&mut self, sys: &str, spec: Option<(u32, Owner)>) -> Result<(), PlanError> {
-        let (host, meta) = self.lstat(sys)?;
+        let (host, meta) = self.lstat(sys, true)?;
         if self.created.contains(&host) {
             return Ok(());
         }
@@ -305,16 +354,19 @@ impl Planner<'_> {
                         self.dir(parent, None)?;
                     }
                 }
-                self.created.insert(host);
-                self.plan.actions.push(Action::CreateDir {
-                    path: sys.into(),
-                    mode: want_mode,
-                    owner: want_owner,
-                });
+                self.created.insert(host.clone());
+                self.push(
+                    Action::CreateDir {
+                        path: sys.into(),
+                        mode: want_mode,
+                        owner: want_owner,
+                    },
+                    host,
+                );
             }
             Some(m) if m.kind == Kind::Dir => {
                 if spec.is_some() {
-                    self.meta(sys, m, want_mode, want_owner);
+                    self.meta(sys, host, m, want_mode, want_owner);
                 }
             }
             Some(_) => {
@@ -327,15 +379,18 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn meta(&mut self, sys: &str, m: Meta, mode: u32, owner: Option<Ids>) {
+    fn meta(&mut self, sys: &str, host: PathBuf, m: Meta, mode: u32, owner: Option<Ids>) {
         let owner_ok = owner.is_none_or(|o| o.uid == m.uid && o.gid == m.gid);
         if m.mode != mode || !owner_ok {
-            self.plan.actions.push(Action::SetMeta {
-                path: sys.into(),
-                from: m,
-                mode,
-                owner,
-            });
+            self.push(
+                Action::SetMeta {
+                    path: sys.into(),
+                    from: m,
+                    mode,
+                    owner,
+                },
+                host,
+            );
         }
     }
 
@@ -347,12 +402,10 @@ impl Planner<'_> {
         mode: u32,
         owner: Option<Ids>,
     ) -> Result<(), PlanError> {
-        if what != What::State {
-            if let Some(parent) = Path::new(sys).parent().and_then(Path::to_str) {
-                self.dir(parent, None)?;
-            }
+        if let Some(parent) = Path::new(sys).parent().and_then(Path::to_str) {
+            self.dir(parent, None)?;
         }
-        let (host, meta) = self.lstat(sys)?;
+        let (host, meta) = self.lstat(sys, false)?;
         let old = match meta.map(|m| m.kind) {
             None | Some(Kind::Symlink) => None,
             Some(Kind::File) => fsx::read_file(&host, READ_LIMIT)
@@ -364,23 +417,31 @@ impl Planner<'_> {
                 ))
             }
         };
+        if meta.map(|m| m.kind) == Some(Kind::Symlink) {
+            self.plan.notes.push(format!(
+                "{sys} is a symlink; it is replaced by a regular file, its target is not touched"
+            ));
+        }
         match (&old, meta) {
-            (Some(cur), Some(m)) if *cur == content => self.meta(sys, m, mode, owner),
-            _ => self.plan.actions.push(Action::WriteFile {
-                path: sys.into(),
-                what,
-                content,
-                old,
-                mode,
-                owner,
-            }),
+            (Some(cur), Some(m)) if *cur == content => self.meta(sys, host, m, mode, owner),
+            _ => self.push(
+                Action::WriteFile {
+                    path: sys.into(),
+                    what,
+                    content,
+                    old,
+                    mode,
+                    owner,
+                },
+                host,
+            ),
         }
         Ok(())
     }
 
     fn previous_state(&self) -> Result<Option<State>, PlanError> {
         let sys = format!("{}/{}", layout::STATE_DIR, state::FILE);
-        let host = self.host(&sys)?;
+        let host = self.host(&sys, false)?;
         Ok(fsx::read_file(&host, READ_LIMIT)
             .ok()
             .flatten()
@@ -402,14 +463,17 @@ impl Planner<'_> {
             return Ok(());
         }
         for sys in layout::PROXY_CERTS {
-            let (_, meta) = self.lstat(sys)?;
+            let (host, meta) = self.lstat(sys, false)?;
             if meta.is_some() {
-                self.plan.actions.push(Action::Remove {
-                    path: sys.to_string(),
-                    reason: format!(
-                        "issued to the previous identity {old}; the proxy gets a new one for {new}"
-                    ),
-                });
+                self.push(
+                    Action::Remove {
+                        path: sys.to_string(),
+                        reason: format!(
+                            "issued to the previous identity {old}; the proxy gets a new one for {new}"
+                        ),
+                    },
+                    host,
+                );
             }
         }
         Ok(())
@@ -417,7 +481,7 @@ impl Planner<'_> {
 
     fn hosts(&mut self, bundle: &Bundle) -> Result<(), PlanError> {
         let sys = layout::HOSTS;
-        let (host, meta) = self.lstat(sys)?;
+        let (host, meta) = self.lstat(sys, false)?;
         let old = match meta.map(|m| m.kind) {
             None => None,
             Some(Kind::File) => fsx::read_file(&host, READ_LIMIT)
@@ -459,18 +523,32 @@ impl Planner<'_> {
             ),
             None => (0o644, Some(ROOT_IDS).filter(|_| !self.skip_owner)),
         };
-        self.plan.actions.push(Action::WriteFile {
-            path: sys.into(),
-            what: What::Hosts {
-                adopted: merged.adopted,
+        self.push(
+            Action::WriteFile {
+                path: sys.into(),
+                what: What::Hosts {
+                    adopted: merged.adopted,
+                },
+                content: merged.content,
+                old,
+                mode,
+                owner,
             },
-            content: merged.content,
-            old,
-            mode,
-            owner,
-        });
+            host,
+        );
         Ok(())
     }
+}
+
+/// `/var/lib/vmagent` -> `["/var", "/var/lib", "/var/lib/vmagent"]`.
+fn ancestors(sys: &str) -> Vec<String> {
+    let mut out: Vec<String> = Path::new(sys)
+        .ancestors()
+        .filter(|a| *a != Path::new("/"))
+        .map(|a| a.display().to_string())
+        .collect();
+    out.reverse();
+    out
 }
 
 fn blocked(path: &str, reason: String) -> PlanError {

@@ -138,7 +138,7 @@ fn unified(path: &str, old: Option<&[u8]>, new: &[u8]) -> Option<String> {
 impl Plan {
     /// Views of every action.
     pub fn views(&self, diff: bool) -> Vec<ActionView> {
-        self.actions.iter().map(|a| a.view(diff)).collect()
+        self.steps.iter().map(|s| s.action.view(diff)).collect()
     }
 }
 

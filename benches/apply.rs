@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-/// uid/gid of istio-proxy in the benchmark roots (as in tests/common).
-const PROXY_ID: u32 = 998;
+// The test harness builds the same roots the tests use (istio-proxy = uid 998).
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 /// Target: vmagent fresh apply no slower than the manual script.
 const MAX_RATIO: f64 = 1.0;
 /// Target: no-op re-apply median.
@@ -58,25 +60,7 @@ fn fresh_root(base: &Path, tag: &str) -> tempfile::TempDir {
         .prefix(&format!("vmagent-bench-{tag}-"))
         .tempdir_in(base)
         .expect("tempdir");
-    let r = dir.path();
-    fs::create_dir_all(r.join("etc")).expect("etc");
-    fs::write(
-        r.join("etc/passwd"),
-        format!(
-            "root:x:0:0:root:/root:/bin/bash\nistio-proxy:x:{PROXY_ID}:{PROXY_ID}::/var/lib/istio:/usr/sbin/nologin\n"
-        ),
-    )
-    .expect("passwd");
-    fs::write(
-        r.join("etc/group"),
-        format!("root:x:0:\nistio-proxy:x:{PROXY_ID}:\n"),
-    )
-    .expect("group");
-    fs::write(
-        r.join("etc/hosts"),
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-    )
-    .expect("hosts");
+    common::populate_vm_root(dir.path());
     dir
 }
 

@@ -255,6 +255,23 @@ pub fn token_for(sub: &str) -> Vec<u8> {
     ))
 }
 
+/// Fills `r` like a VM after the sidecar package created its user: etc/passwd and
+/// etc/group with istio-proxy (uid/gid [`PROXY_ID`]) and a two-line etc/hosts.
+pub fn populate_vm_root(r: &Path) {
+    fs::create_dir_all(r.join("etc")).expect("etc");
+    fs::write(r.join("etc/passwd"), format!("root:x:0:0:root:/root:/bin/bash\nistio-proxy:x:{PROXY_ID}:{PROXY_ID}::/var/lib/istio:/usr/sbin/nologin\n")).expect("passwd");
+    fs::write(
+        r.join("etc/group"),
+        format!("root:x:0:\nistio-proxy:x:{PROXY_ID}:\n"),
+    )
+    .expect("group");
+    fs::write(
+        r.join("etc/hosts"),
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )
+    .expect("hosts");
+}
+
 /// A throwaway target root with istio-proxy in etc/passwd and a plain etc/hosts.
 pub struct TestRoot {
     /// Owns the directory.
@@ -265,19 +282,7 @@ impl TestRoot {
     /// A root that looks like a VM after the sidecar package created its user.
     pub fn new() -> TestRoot {
         let dir = tempfile::tempdir().expect("tempdir");
-        let r = dir.path();
-        fs::create_dir_all(r.join("etc")).expect("etc");
-        fs::write(r.join("etc/passwd"), format!("root:x:0:0:root:/root:/bin/bash\nistio-proxy:x:{PROXY_ID}:{PROXY_ID}::/var/lib/istio:/usr/sbin/nologin\n")).expect("passwd");
-        fs::write(
-            r.join("etc/group"),
-            format!("root:x:0:\nistio-proxy:x:{PROXY_ID}:\n"),
-        )
-        .expect("group");
-        fs::write(
-            r.join("etc/hosts"),
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        )
-        .expect("hosts");
+        populate_vm_root(dir.path());
         TestRoot { dir }
     }
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs (idempotent; CI runs it on a clean
+# machine through tests/run-all.sh). rpm: real rpm/rpmbuild for the .rpm fixture tests;
+# busybox-static: a /bin/sh inside test roots, where dpkg and rpm chroot to run
+# maintainer scripts; dpkg-dev: dpkg-deb for the .deb fixtures; openssl: test certificates.
+set -euo pipefail
+need=()
+for pkg in rpm busybox-static dpkg-dev openssl; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+[ "${#need[@]}" -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/setup.sh: missing Debian packages: ${need[*]}; run as root (apt-get install -y ${need[*]})" >&2
+    exit 1
+fi
+echo "tests/setup.sh: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

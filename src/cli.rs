@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::package::Request as PackageRequest;
 use crate::report::{self, Document, Format};
 use crate::run::{self, exit, ApplyOptions, RunError};
 
@@ -52,8 +53,21 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Do not install the istio-sidecar package.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["package", "package_sha256", "istio_version"])]
     pub no_package: bool,
+    /// The sidecar package: a local .deb/.rpm or an http(s) URL (default: a package in
+    /// the bundle, else the configured URL template with --istio-version).
+    #[arg(long, value_name = "PATH_OR_URL")]
+    pub package: Option<String>,
+    /// Expected sha256 of the package (default for URLs: the published URL.sha256).
+    #[arg(long, value_name = "HEX")]
+    pub package_sha256: Option<String>,
+    /// Istio version for the package URL template (default: package.version in the config).
+    #[arg(long, value_name = "VERSION")]
+    pub istio_version: Option<String>,
+    /// Extra CA certificate (PEM) trusted for package downloads, e.g. a private mirror's.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// Do not enable or start the istio service.
     #[arg(long)]
     pub no_start: bool,
@@ -112,6 +126,9 @@ pub fn run(cli: Cli) -> u8 {
 
 fn fail(doc: Document, e: &RunError, format: Format) -> u8 {
     report::err_line(&format!("error: {e}"));
+    for line in e.detail_lines() {
+        report::err_line(&format!("  | {line}"));
+    }
     if format == Format::Json {
         doc.failed(e).print_json();
     }
@@ -119,20 +136,18 @@ fn fail(doc: Document, e: &RunError, format: Format) -> u8 {
 }
 
 fn apply(a: ApplyArgs) -> u8 {
-    let mut missing = Vec::new();
-    if !a.no_package {
-        missing.push("--no-package (install the istio-sidecar .deb/.rpm yourself first)");
-    }
     if !a.no_start {
-        missing.push("--no-start (then run `systemctl enable --now istio`)");
-    }
-    if !missing.is_empty() {
-        let e = RunError::Unsupported(format!(
-            "this vmagent version cannot install the sidecar package or start the istio service yet; re-run with {}",
-            missing.join(" and ")
-        ));
+        let e = RunError::Unsupported(
+            "this vmagent version cannot start the istio service yet; re-run with --no-start, then run `systemctl enable --now istio`".into(),
+        );
         return fail(Document::new("apply"), &e, a.output);
     }
+    let package = (!a.no_package).then(|| PackageRequest {
+        package: a.package.clone(),
+        sha256: a.package_sha256.as_ref().map(|s| s.to_ascii_lowercase()),
+        istio_version: a.istio_version.clone(),
+        ca_file: a.ca_file.clone(),
+    });
     let opts = ApplyOptions {
         bundle: a.bundle.clone(),
         root: a.root.root.clone(),
@@ -140,6 +155,7 @@ fn apply(a: ApplyArgs) -> u8 {
         skip_owner: a.skip_owner,
         allow_expired_token: a.allow_expired_token,
         lock_timeout: Duration::from_secs(a.root.lock_timeout),
+        package,
     };
     match run::apply(&opts, waiting(&a.root.root)) {
         Ok(o) => {

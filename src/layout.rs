@@ -142,6 +142,9 @@ pub const HOSTS: &str = "/etc/hosts";
 /// vmagent's own state: journal, backups, lock, last applied identity.
 pub const STATE_DIR: &str = "/var/lib/vmagent";
 
+/// Downloaded packages, by sha256.
+pub const CACHE_DIR: &str = "/var/cache/vmagent";
+
 /// Mode of directories vmagent creates as plain parents (e.g. /var/lib).
 pub const PARENT_MODE: u32 = 0o755;
 

@@ -6,9 +6,11 @@
 pub mod apply;
 pub mod bundle;
 pub mod cli;
+pub mod config;
 pub mod fsx;
 pub mod hosts;
 pub mod layout;
+pub mod package;
 pub mod plan;
 pub mod report;
 pub mod root;

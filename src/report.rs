@@ -66,6 +66,8 @@ pub struct Document {
     pub root_cert: Option<CertView>,
     /// Paths restored from an interrupted apply.
     pub recovered: Vec<PathBuf>,
+    /// The package step (apply without --no-package).
+    pub package: Option<crate::package::Decision>,
     /// The error message, when the run failed.
     pub error: Option<String>,
 }
@@ -84,6 +86,7 @@ impl Document {
             token: None,
             root_cert: None,
             recovered: vec![],
+            package: None,
             error: None,
         }
     }
@@ -113,8 +116,12 @@ impl Document {
             Status::UpToDate => "up-to-date",
             Status::Planned => "planned",
         };
-        d.actions = o.plan.views(diffs);
-        d.notes = o.plan.notes.clone();
+        d.actions = package_view(o)
+            .into_iter()
+            .chain(o.plan.views(diffs))
+            .collect();
+        d.notes = notes(o);
+        d.package = o.package.clone();
         d.warnings = o.warnings.clone();
         d.recovered = o.recovered.clone().unwrap_or_default();
         d
@@ -191,33 +198,87 @@ pub fn text(o: &Outcome, bundle: &str, root: &str) -> String {
         );
     }
     let _ = writeln!(s, "bundle {bundle}: {}", bundle_line(&o.bundle));
+    let pkg = package_view(o);
+    let n = o.plan.steps.len() + usize::from(pkg.is_some());
+    let order = if pkg.is_some() {
+        "; the package first, bundle files only after it succeeds"
+    } else {
+        ""
+    };
+    let header = |s: &mut String| {
+        let _ = writeln!(s, "plan for {root} ({n} actions{order}):");
+        if let Some(v) = &pkg {
+            let _ = writeln!(s, "  {:<14} {}  ({})", v.action, v.path, v.detail);
+        }
+    };
     match o.status {
         Status::UpToDate => {
+            print_notes(&mut s, o);
             let _ = writeln!(s, "{root}: up to date, nothing to do");
         }
+
+        Status::Planned if n == 0 => {
+            let _ = writeln!(s, "{root}: up to date, nothing to do (dry run)");
+        }
         Status::Planned => {
-            if o.plan.is_empty() {
-                let _ = writeln!(s, "{root}: up to date, nothing to do (dry run)");
-            } else {
-                let _ = writeln!(s, "plan for {root} ({} actions):", o.plan.steps.len());
-                let _ = write!(s, "{:#}", o.plan);
-                print_notes(&mut s, o);
-                let _ = writeln!(s, "dry run: nothing was written");
-            }
+            header(&mut s);
+            let _ = write!(s, "{:#}", o.plan);
+            print_notes(&mut s, o);
+            let _ = writeln!(s, "dry run: nothing was written");
         }
         Status::Applied => {
-            let _ = writeln!(s, "plan for {root} ({} actions):", o.plan.steps.len());
+            header(&mut s);
             let _ = write!(s, "{}", o.plan);
             print_notes(&mut s, o);
-            let _ = writeln!(s, "applied {} actions to {root}", o.plan.steps.len());
+            if let Some(cmd) = &o.installed_with {
+                let _ = writeln!(s, "package installed with `{cmd}`");
+            }
+            let _ = writeln!(s, "applied {n} actions to {root}");
         }
     }
     s
 }
 
+/// The package step as a plan line, when it does something.
+fn package_view(o: &Outcome) -> Option<ActionView> {
+    let d = o.package.as_ref().filter(|d| !d.is_noop())?;
+    // After an apply, a URL whose version matched on arrival installed nothing.
+    if o.status == Status::Applied && o.installed_with.is_none() {
+        return None;
+    }
+    Some(ActionView {
+        action: if d.action == "upgrade" {
+            "upgrade-package"
+        } else {
+            "install-package"
+        },
+        path: crate::package::install::NAME.to_string(),
+        detail: d.detail(),
+        diff: None,
+    })
+}
+
 fn print_notes(s: &mut String, o: &Outcome) {
     use std::fmt::Write;
-    for n in &o.plan.notes {
+    for n in notes(o) {
         let _ = writeln!(s, "note: {n}");
     }
+}
+
+/// Plan notes plus the package step's own.
+fn notes(o: &Outcome) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(d) = &o.package {
+        if let (true, Some(have)) = (
+            d.is_noop() || (o.status == Status::Applied && o.installed_with.is_none()),
+            &d.installed_version,
+        ) {
+            v.push(format!(
+                "{} {have} is already installed; no download, no install",
+                crate::package::install::NAME
+            ));
+        }
+    }
+    v.extend(o.plan.notes.iter().cloned());
+    v
 }

@@ -8,6 +8,8 @@ use thiserror::Error;
 
 use crate::apply::{self, lock, ApplyError};
 use crate::bundle::{Bundle, BundleError, ReadOptions};
+use crate::config::{Config, ConfigError};
+use crate::package::{self, PackageError};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
 use crate::root::{Root, RootError};
 use crate::timefmt;
@@ -33,6 +35,22 @@ pub enum RunError {
     /// A step this version cannot do yet (exit 4).
     #[error("{0}")]
     Unsupported(String),
+    /// The config file is invalid (exit 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The package step failed (exit 2, 4, 5 or 6; see [`PackageError::exit_code`]).
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    /// A failure after the package was installed (the package stays).
+    #[error(
+        "{cause} (the istio-sidecar package was installed by `{command}` and stays installed)"
+    )]
+    AfterPackage {
+        /// The failure.
+        cause: Box<RunError>,
+        /// The installer command that ran.
+        command: String,
+    },
 }
 
 /// Process exit codes (documented in README.md).
@@ -47,9 +65,22 @@ pub mod exit {
     pub const BUSY: u8 = 3;
     /// A prerequisite is missing or something on disk is in the way.
     pub const PREREQUISITE: u8 = 4;
+    /// The package could not be downloaded or verified.
+    pub const DOWNLOAD: u8 = 5;
+    /// dpkg/rpm failed.
+    pub const INSTALL: u8 = 6;
 }
 
 impl RunError {
+    /// Lines worth showing under the one-line error (an installer's output tail).
+    pub fn detail_lines(&self) -> &[String] {
+        match self {
+            RunError::Package(PackageError::Install { tail, .. }) => tail,
+            RunError::AfterPackage { cause, .. } => cause.detail_lines(),
+            _ => &[],
+        }
+    }
+
     /// The exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -58,6 +89,9 @@ impl RunError {
             RunError::Lock(lock::LockError::Timeout { .. }) => exit::BUSY,
             RunError::Lock(_) => exit::FAILED,
             RunError::Plan(_) | RunError::Unsupported(_) => exit::PREREQUISITE,
+            RunError::Config(_) => exit::INVALID,
+            RunError::Package(e) => e.exit_code(),
+            RunError::AfterPackage { cause, .. } => cause.exit_code(),
         }
     }
 }
@@ -77,6 +111,8 @@ pub struct ApplyOptions {
     pub allow_expired_token: bool,
     /// How long to wait for another apply.
     pub lock_timeout: Duration,
+    /// The package step (`None`: --no-package).
+    pub package: Option<package::Request>,
 }
 
 /// What happened.
@@ -97,6 +133,10 @@ pub struct Outcome {
     pub status: Status,
     /// The plan (empty when up to date).
     pub plan: Plan,
+    /// The package step's decision (`None`: --no-package).
+    pub package: Option<package::Decision>,
+    /// The installer command that ran, if the package was installed.
+    pub installed_with: Option<String>,
     /// The bundle that was applied.
     pub bundle: Bundle,
     /// Warnings from bundle and plan.
@@ -116,19 +156,38 @@ pub fn check(bundle: &Path, allow_expired_token: bool) -> Result<Bundle, RunErro
     )?)
 }
 
-/// `vmagent apply`: validate, lock, recover, plan, apply. `waiting` is told when the
-/// lock is busy.
+/// `vmagent apply`: validate, decide the package step, lock, recover, install the
+/// package, plan the files, apply them. `waiting` is told when the lock is busy.
+///
+/// Order: the package goes first because its postinst creates the istio-proxy user and
+/// the /etc/istio link the files rely on. If it fails, no bundle file has been written;
+/// if the file transaction fails after it, the files are rolled back and the package
+/// stays installed (the error says so).
 pub fn apply(opts: &ApplyOptions, waiting: impl FnOnce()) -> Result<Outcome, RunError> {
     let bundle = check(&opts.bundle, opts.allow_expired_token)?;
     let root = Root::new(&opts.root)?;
-    let popts = PlanOptions {
-        skip_owner: opts.skip_owner,
+    let cfg = Config::load(&root)?;
+    let step = match &opts.package {
+        Some(req) => Some(package::Step::new(&root, &bundle, req, &cfg)?),
+        None => None,
     };
+    let decision = step.as_ref().map(|s| s.decide()).transpose()?;
+    let installs = decision.as_ref().is_some_and(|d| !d.is_noop());
     // An unlocked first plan catches every refusal before anything (even the lock
-    // file) is written; the authoritative plan is made again under the lock.
-    let first = plan::plan(&root, &bundle, popts)?;
+    // file) is written; the executed plan is made again under the lock.
+    let first = plan::plan(
+        &root,
+        &bundle,
+        PlanOptions {
+            skip_owner: opts.skip_owner,
+            defer_owner: installs,
+        },
+    )?;
+    let mut warnings = bundle.warnings.clone();
+    if let Some(d) = &decision {
+        warnings.extend(d.warnings().iter().cloned());
+    }
     if opts.dry_run {
-        let mut warnings = bundle.warnings.clone();
         warnings.extend(first.warnings.iter().cloned());
         if apply::txn_dir(&root)?.pending().ok().flatten().is_some() {
             warnings.push(
@@ -138,6 +197,8 @@ pub fn apply(opts: &ApplyOptions, waiting: impl FnOnce()) -> Result<Outcome, Run
         return Ok(Outcome {
             status: Status::Planned,
             plan: first,
+            package: decision,
+            installed_with: None,
             bundle,
             warnings,
             recovered: None,
@@ -146,26 +207,48 @@ pub fn apply(opts: &ApplyOptions, waiting: impl FnOnce()) -> Result<Outcome, Run
     let state_dir = apply::state_dir(&root)?;
     let _lock = lock::acquire(&state_dir.join("lock"), opts.lock_timeout, waiting)?;
     let recovered = apply::recover(&root)?;
-    let plan = plan::plan(&root, &bundle, popts)?;
-    let mut warnings = bundle.warnings.clone();
+    let installed_with = match (&step, &decision) {
+        (Some(s), Some(d)) => s.execute(d)?,
+        _ => None,
+    };
+    let plan = plan::plan(
+        &root,
+        &bundle,
+        PlanOptions {
+            skip_owner: opts.skip_owner,
+            defer_owner: false,
+        },
+    )
+    .map_err(|e| after_package(e.into(), &installed_with))?;
     warnings.extend(plan.warnings.iter().cloned());
-    if plan.is_empty() {
-        return Ok(Outcome {
-            status: Status::UpToDate,
-            plan,
-            bundle,
-            warnings,
-            recovered,
-        });
+    let status = if plan.is_empty() && installed_with.is_none() {
+        Status::UpToDate
+    } else {
+        Status::Applied
+    };
+    if !plan.is_empty() {
+        apply::execute(&root, &plan).map_err(|e| after_package(e.into(), &installed_with))?;
     }
-    apply::execute(&root, &plan)?;
     Ok(Outcome {
-        status: Status::Applied,
+        status,
         plan,
+        package: decision,
+        installed_with,
         bundle,
         warnings,
         recovered,
     })
+}
+
+/// A failure after the package was installed says so: the package is not rolled back.
+fn after_package(e: RunError, installed_with: &Option<String>) -> RunError {
+    match installed_with {
+        Some(cmd) => RunError::AfterPackage {
+            cause: Box::new(e),
+            command: cmd.clone(),
+        },
+        None => e,
+    }
 }
 
 /// `vmagent recover`: roll back an interrupted apply under the lock.

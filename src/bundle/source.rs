@@ -41,15 +41,16 @@ impl Default for Limits {
     }
 }
 
-/// A package member, spooled to an anonymous temp file.
+/// A package member, spooled to a private temp file (dpkg-deb and rpm need a path);
+/// the file is deleted when this is dropped.
 #[derive(Debug)]
 pub struct PackageFile {
     /// Member name (basename).
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// The content, positioned at 0.
-    pub file: File,
+    /// The content.
+    pub file: tempfile::NamedTempFile,
 }
 
 /// What a bundle holds before parsing.
@@ -378,14 +379,13 @@ fn keep(raw: &mut RawBundle, base: String, data: Vec<u8>) {
     }
 }
 
-fn spool(r: &mut impl Read, size: u64, limit: u64) -> io::Result<File> {
-    let mut f = tempfile::tempfile()?;
+fn spool(r: &mut impl Read, size: u64, limit: u64) -> io::Result<tempfile::NamedTempFile> {
+    let mut f = tempfile::Builder::new().prefix("vmagent-pkg-").tempfile()?;
     let n = io::copy(&mut r.take(limit + 1), &mut f)?;
     if n != size {
         return Err(io::Error::other("member is truncated"));
     }
     f.flush()?;
-    f.rewind()?;
     Ok(f)
 }
 

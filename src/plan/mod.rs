@@ -47,6 +47,10 @@ pub enum PlanError {
 pub struct PlanOptions {
     /// Do not manage owners (the proxy user may not exist).
     pub skip_owner: bool,
+    /// The package step runs first and creates the proxy user: a missing user is not an
+    /// error, its owners are shown as deferred. Such a plan is for display only; the
+    /// executed plan is made after the package step.
+    pub defer_owner: bool,
 }
 
 /// An owner as numbers plus the name shown to people.
@@ -197,6 +201,11 @@ pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, Pla
                 uid,
                 gid,
                 label: "istio-proxy:istio-proxy",
+            }),
+            None if opts.defer_owner => Some(Ids {
+                uid: u32::MAX,
+                gid: u32::MAX,
+                label: "istio-proxy:istio-proxy (once the package creates it)",
             }),
             None => {
                 return Err(PlanError::NoProxyUser {

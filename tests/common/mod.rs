@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod packages;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::fs;

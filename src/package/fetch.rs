@@ -153,6 +153,7 @@ pub fn download(
     if got != sha256 {
         cleanup();
         return Err(PackageError::Mismatch {
+            downloaded: true,
             what: url.to_string(),
             expected: sha256.to_string(),
             got,

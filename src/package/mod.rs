@@ -53,10 +53,12 @@ pub enum PackageError {
         retryable: bool,
     },
     /// The checksum does not match (exit 5).
-    #[error("package {what}: sha256 mismatch: expected {expected}, got {got}; the file was deleted and nothing was installed")]
+    #[error("package {what}: sha256 mismatch: expected {expected}, got {got}; {}nothing was installed", if *downloaded { "the download was deleted and " } else { "" })]
     Mismatch {
         /// URL or path.
         what: String,
+        /// Whether it was a download (deleted) or the user's own file (kept).
+        downloaded: bool,
         /// Expected digest.
         expected: String,
         /// Actual digest.
@@ -252,7 +254,13 @@ impl<'a> Step<'a> {
             bundle,
             req,
             cfg,
-            format: os::format(root)?,
+            format: match (os::format(root), req.package.as_deref()) {
+                (Ok(f), _) => f,
+                // No os-release (e.g. a bare image tree): an explicit package decides.
+                (Err(_), Some(p)) if p.ends_with(".deb") => Format::Deb,
+                (Err(_), Some(p)) if p.ends_with(".rpm") => Format::Rpm,
+                (Err(e), _) => return Err(e),
+            },
             arch: Arch::host()?,
         })
     }
@@ -508,6 +516,7 @@ impl<'a> Step<'a> {
                 .map_err(|e| PackageError::Cache(format!("reading {}: {e}", file.display())))?;
             if &got != sha {
                 return Err(PackageError::Mismatch {
+                    downloaded: false,
                     what: d.source.clone(),
                     expected: sha.clone(),
                     got,

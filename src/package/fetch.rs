@@ -75,7 +75,9 @@ pub fn text(
     })
 }
 
-/// Downloads `url` into `cache_dir/<sha256>.<ext>` and returns that path.
+/// Downloads `url` into `cache_dir/<sha256>.<ext>` and returns that path. A resumed
+/// download that does not match (stale bytes in a partial file, or a mirror that changed
+/// underneath) is retried once from the start.
 pub fn download(
     client: &Client,
     url: &str,
@@ -83,6 +85,27 @@ pub fn download(
     ext: &str,
     cache_dir: &Path,
     cfg: &DownloadConfig,
+) -> Result<PathBuf, PackageError> {
+    let mut resumed = false;
+    match download_once(client, url, sha256, ext, cache_dir, cfg, &mut resumed) {
+        Err(PackageError::Mismatch { .. }) if resumed => {
+            err_line(&format!(
+                "{url}: the resumed download does not match its sha256; downloading it again from the start"
+            ));
+            download_once(client, url, sha256, ext, cache_dir, cfg, &mut false)
+        }
+        r => r,
+    }
+}
+
+fn download_once(
+    client: &Client,
+    url: &str,
+    sha256: &str,
+    ext: &str,
+    cache_dir: &Path,
+    cfg: &DownloadConfig,
+    resumed: &mut bool,
 ) -> Result<PathBuf, PackageError> {
     let final_path = cache_dir.join(format!("{sha256}.{ext}"));
     let partial = cache_dir.join(format!(".partial-{sha256}"));
@@ -95,6 +118,7 @@ pub fn download(
         Ok(mut f) => hash_into(&mut f, &mut hasher).map_err(|e| io_err("reading", e))?,
         Err(_) => 0,
     };
+    *resumed = have > 0;
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -111,11 +135,14 @@ pub fn download(
         if status == StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
             return Ok(()); // we already have every byte; the checksum decides
         }
-        if status == StatusCode::PARTIAL_CONTENT && !range_starts_at(resp.headers(), have) {
-            return Err(Attempt::Retry(
-                format!("{url}: server answered a different range"),
-                None,
-            ));
+        if status == StatusCode::PARTIAL_CONTENT {
+            if !range_starts_at(resp.headers(), have) {
+                return Err(Attempt::Retry(
+                    format!("{url}: server answered a different range"),
+                    None,
+                ));
+            }
+            *resumed = true;
         }
         if status == StatusCode::OK && have > 0 {
             // No range support: start over.
@@ -129,22 +156,31 @@ pub fn download(
         }
         let total = resp.content_length().map(|n| n + have);
         progress.start(have, total);
-        copy_body(&mut resp, &mut file, &mut hasher, &mut have, &mut progress)
-            .map_err(|e| Attempt::Retry(format!("{url}: {e} after {have} bytes"), None))
+        copy_body(&mut resp, &mut file, &mut hasher, &mut have, &mut progress).map_err(|e| {
+            Attempt::Retry(
+                format!(
+                    "{url}: {} after {have} bytes",
+                    read_error(&e, cfg.idle_timeout_secs)
+                ),
+                None,
+            )
+        })
     });
     progress.finish();
     let cleanup = || {
         let _ = fs::remove_file(&partial);
     };
     if let Err(e) = result {
-        // Keep a partial for resumption only when the failure was transient.
-        if !matches!(
+        // A transient failure keeps the bytes received, so the next run resumes instead
+        // of starting over; an empty partial is worth nothing.
+        let keep = matches!(
             e,
             PackageError::Download {
                 retryable: true,
                 ..
             }
-        ) {
+        ) && have > 0;
+        if !keep {
             cleanup();
         }
         return Err(e);
@@ -183,6 +219,27 @@ fn copy_body(
         hasher.update(&buf[..n]);
         *have += n as u64;
         progress.update(*have);
+    }
+}
+
+/// Names an idle timeout as such (reqwest reports it as a body decoding error).
+fn read_error(e: &io::Error, idle_secs: u64) -> String {
+    let mut timed_out = e.kind() == io::ErrorKind::TimedOut;
+    let mut src: Option<&(dyn std::error::Error + 'static)> =
+        e.get_ref().map(|r| r as &(dyn std::error::Error + 'static));
+    while let Some(s) = src {
+        timed_out |= s
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(|r| r.is_timeout())
+            || s.downcast_ref::<io::Error>()
+                .is_some_and(|i| i.kind() == io::ErrorKind::TimedOut)
+            || s.to_string().contains("timed out");
+        src = s.source();
+    }
+    if timed_out {
+        format!("timed out: no data for {idle_secs} s (download.idle_timeout_secs)")
+    } else {
+        error_chain(e)
     }
 }
 

@@ -385,11 +385,11 @@ impl<'a> Step<'a> {
                     .istio_version
                     .clone()
                     .or_else(|| self.cfg.package.version.clone());
-                if d.sha256.is_none() {
-                    if let Some(s) = &self.cfg.package.sha256 {
-                        d.sha256 = Some(s.to_ascii_lowercase());
-                        d.checksum_source = ChecksumSource::Config;
-                    }
+            }
+            if d.sha256.is_none() {
+                if let Some(s) = &self.cfg.package.sha256 {
+                    d.sha256 = Some(s.to_ascii_lowercase());
+                    d.checksum_source = ChecksumSource::Config;
                 }
             }
             // Cheapest first: the configured version is already installed.
@@ -406,12 +406,22 @@ impl<'a> Step<'a> {
             }
             let sha = d.sha256.clone().unwrap_or_default();
             let cached = self.cache_dir()?.join(format!("{sha}.{}", self.format));
-            if cached.is_file() {
+            // A cached file is trusted by content, not by name: a damaged one is dropped
+            // and downloaded again.
+            let intact = cached.is_file()
+                && fetch::sha256_file(&cached).ok().as_deref() == Some(sha.as_str());
+            if intact {
                 let info = self.check_file(&cached)?;
                 d.version = Some(info.version);
                 d.download = "cached";
                 d.cached = Some(cached);
             } else {
+                if cached.exists() {
+                    d.warnings.push(format!(
+                        "cached package {} does not match its sha256; it will be downloaded again",
+                        cached.display()
+                    ));
+                }
                 d.download = "needed";
             }
         }

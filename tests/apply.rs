@@ -202,49 +202,6 @@ fn tar_in(t: &Path, sub: &str, spec: &Spec) -> PathBuf {
     spec.write_tar(&d)
 }
 
-/// Host path of a system path, following symlinks *inside* the root (absolute targets
-/// re-anchored at the root); the last component is followed only when `follow_last`.
-fn inroot(root: &Path, sys: &str, follow_last: bool) -> PathBuf {
-    fn comps(s: &str) -> Vec<String> {
-        let mut v: Vec<String> = s
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .map(String::from)
-            .collect();
-        v.reverse();
-        v
-    }
-    let mut pending = comps(sys);
-    let mut cur = root.to_path_buf();
-    let mut hops = 0;
-    while let Some(c) = pending.pop() {
-        if c == ".." {
-            if cur != root {
-                cur.pop();
-            }
-            continue;
-        }
-        let next = cur.join(&c);
-        match fs::symlink_metadata(&next) {
-            Ok(m) if m.file_type().is_symlink() && (follow_last || !pending.is_empty()) => {
-                hops += 1;
-                assert!(hops < 40, "symlink loop at {}", next.display());
-                let t = fs::read_link(&next).expect("readlink");
-                if t.is_absolute() {
-                    cur = root.to_path_buf();
-                }
-                pending.extend(comps(t.to_str().expect("utf-8 link")));
-            }
-            _ => cur = next,
-        }
-    }
-    cur
-}
-
-fn lstat(p: &Path) -> fs::Metadata {
-    fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
 /// Asserts every destination of `spec` is installed under `root` with the exact
 /// content, mode and (unless `owners` is false) owner from the layout.
 #[track_caller]

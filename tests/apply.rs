@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::output::*;
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vmagent");
@@ -24,35 +25,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_vmagent");
 /// The managed block's markers (a documented format: admins grep for them).
 const BEGIN: &str = "# BEGIN vmagent-managed (istio): lines up to END are rewritten by vmagent";
 const END: &str = "# END vmagent-managed";
-
-/// Mirror of `src/layout.rs` FILES: (bundle member, destination, mode, proxy-owned).
-const FILES: [(&str, &str, u32, bool); 4] = [
-    ("root-cert.pem", "/etc/certs/root-cert.pem", 0o644, true),
-    (
-        "istio-token",
-        "/var/run/secrets/tokens/istio-token",
-        0o600,
-        true,
-    ),
-    (
-        "cluster.env",
-        "/var/lib/istio/envoy/cluster.env",
-        0o644,
-        false,
-    ),
-    ("mesh.yaml", "/etc/istio/config/mesh", 0o644, true),
-];
-
-/// Mirror of `src/layout.rs` DIRS: (path, mode, proxy-owned).
-const DIRS: [(&str, u32, bool); 7] = [
-    ("/etc/certs", 0o755, true),
-    ("/var/run/secrets", 0o755, true),
-    ("/var/run/secrets/tokens", 0o755, true),
-    ("/var/lib/istio", 0o755, false),
-    ("/var/lib/istio/envoy", 0o755, false),
-    ("/etc/istio/config", 0o755, true),
-    ("/etc/istio/proxy", 0o755, true),
-];
 
 const EXAMPLE_SUB: &str = "system:serviceaccount:vm-ns:vm-sa";
 const NEW_SUB: &str = "system:serviceaccount:vm-ns:vm-sa-new";
@@ -114,40 +86,6 @@ fn recover(root: &TestRoot) -> Output {
         .arg(root.path())
         .output()
         .expect("run vmagent recover")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    )
-}
-
-/// Asserts the exit code and returns the output for more checks.
-#[track_caller]
-fn code(o: Output, want: i32, ctx: &str) -> Output {
-    assert_eq!(o.status.code(), Some(want), "{ctx}: {}", show(&o));
-    o
-}
-
-#[track_caller]
-fn ok(o: Output, ctx: &str) -> Output {
-    code(o, 0, ctx)
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", show(o)))
 }
 
 // ---------------------------------------------------------------------------------

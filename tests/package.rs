@@ -13,6 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::output::*;
 use common::packages::*;
 use common::*;
 
@@ -20,36 +21,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_vmagent");
 
 const V1: &str = "1.24.1";
 const V2: &str = "1.24.2";
-
-/// Mirror of `src/layout.rs` FILES for the example bundle: (member, destination, mode,
-/// proxy-owned).
-const FILES: [(&str, &str, u32, bool); 4] = [
-    ("root-cert.pem", "/etc/certs/root-cert.pem", 0o644, true),
-    (
-        "istio-token",
-        "/var/run/secrets/tokens/istio-token",
-        0o600,
-        true,
-    ),
-    (
-        "cluster.env",
-        "/var/lib/istio/envoy/cluster.env",
-        0o644,
-        false,
-    ),
-    ("mesh.yaml", "/etc/istio/config/mesh", 0o644, true),
-];
-
-/// Mirror of `src/layout.rs` DIRS: (path, mode, proxy-owned).
-const DIRS: [(&str, u32, bool); 7] = [
-    ("/etc/certs", 0o755, true),
-    ("/var/run/secrets", 0o755, true),
-    ("/var/run/secrets/tokens", 0o755, true),
-    ("/var/lib/istio", 0o755, false),
-    ("/var/lib/istio/envoy", 0o755, false),
-    ("/etc/istio/config", 0o755, true),
-    ("/etc/istio/proxy", 0o755, true),
-];
 
 // ---------------------------------------------------------------------------------
 // Running the binary
@@ -67,40 +38,6 @@ fn apply<S: AsRef<OsStr>>(root: &TestRoot, bundle: &Path, extra: &[S]) -> Output
         .env_remove("VMAGENT_FAULT")
         .output()
         .expect("run vmagent")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    )
-}
-
-/// Asserts the exit code and returns the output for more checks.
-#[track_caller]
-fn code(o: Output, want: i32, ctx: &str) -> Output {
-    assert_eq!(o.status.code(), Some(want), "{ctx}: {}", show(&o));
-    o
-}
-
-#[track_caller]
-fn ok(o: Output, ctx: &str) -> Output {
-    code(o, 0, ctx)
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", show(o)))
 }
 
 /// The `package` object of a JSON document.
@@ -353,6 +290,33 @@ fn deb_fresh_install_from_local_file() {
         "package payload not installed"
     );
     assert_installed(&r);
+}
+
+/// `--package x.deb` relative to the working directory reaches the installer as an
+/// absolute path: apt-get and dnf would read a bare `x.deb` as a package name.
+#[test]
+fn relative_package_path_reaches_the_installer_as_a_path() {
+    let w = Work::new();
+    let deb = w.deb(&Fixture::new(V1));
+    let b = w.example();
+    let r = deb_root(DEB_DEPS);
+    let name = deb.file_name().unwrap().to_str().unwrap();
+    let o = Command::new(BIN)
+        .current_dir(deb.parent().unwrap())
+        .arg("apply")
+        .arg(&b)
+        .arg("--root")
+        .arg(r.path())
+        .args(["--no-start", "--package", name])
+        .output()
+        .unwrap();
+    let o = ok(o, "relative --package");
+    assert!(
+        stdout(&o).contains(&format!("-i {}", deb.canonicalize().unwrap().display())),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(deb_installed(r.path()).as_deref(), Some(V1));
 }
 
 // ---------------------------------------------------------------------------------

@@ -167,14 +167,17 @@ fn resolver(root: &Root, format: Format) -> Option<&'static str> {
         .then_some(prog)
 }
 
-/// Installs (or upgrades to) the package file. The caller checked dependencies for a
-/// .deb when no resolver is used.
+/// Installs (or upgrades to) the package file: with the distribution's resolver on a
+/// live system, else with dpkg/rpm after checking a .deb's dependencies in the target.
 pub fn install(
     root: &Root,
     format: Format,
     file: &Path,
     info: &FileInfo,
 ) -> Result<String, PackageError> {
+    // apt-get and dnf take a bare `x.deb` for a package *name*: always pass a path.
+    let abs = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let file = abs.as_path();
     let mut cmd = match (format, resolver(root, format)) {
         (Format::Deb, Some(apt)) => {
             let mut c = Command::new(apt);

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod output;
 pub mod packages;
 pub mod server;
 
@@ -15,6 +16,37 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+
+/// The installed files, written out again from the issue rather than taken from
+/// `src/layout.rs`, so a wrong table there fails the tests: (bundle member,
+/// destination, mode, owned by istio-proxy).
+pub const FILES: [(&str, &str, u32, bool); 4] = [
+    ("root-cert.pem", "/etc/certs/root-cert.pem", 0o644, true),
+    (
+        "istio-token",
+        "/var/run/secrets/tokens/istio-token",
+        0o600,
+        true,
+    ),
+    (
+        "cluster.env",
+        "/var/lib/istio/envoy/cluster.env",
+        0o644,
+        false,
+    ),
+    ("mesh.yaml", "/etc/istio/config/mesh", 0o644, true),
+];
+
+/// The managed directories, likewise: (path, mode, owned by istio-proxy).
+pub const DIRS: [(&str, u32, bool); 7] = [
+    ("/etc/certs", 0o755, true),
+    ("/var/run/secrets", 0o755, true),
+    ("/var/run/secrets/tokens", 0o755, true),
+    ("/var/lib/istio", 0o755, false),
+    ("/var/lib/istio/envoy", 0o755, false),
+    ("/etc/istio/config", 0o755, true),
+    ("/etc/istio/proxy", 0o755, true),
+];
 
 /// uid/gid of istio-proxy in test roots.
 pub const PROXY_ID: u32 = 998;

@@ -17,6 +17,12 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// More log detail on stderr (-v: info, -vv: debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors and the result: no progress lines, no warnings.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 /// Subcommands.
@@ -28,6 +34,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Roll back an apply that was interrupted (e.g. killed); `apply` does this too.
     Recover(RecoverArgs),
+    /// Show the proxy's health, why it is not ready, expiries, package, last apply.
+    Status(StatusArgs),
 }
 
 /// Where to work.
@@ -68,9 +76,13 @@ pub struct ApplyArgs {
     /// Extra CA certificate (PEM) trusted for package downloads, e.g. a private mirror's.
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
-    /// Do not enable or start the istio service.
-    #[arg(long)]
+    /// Do not touch the istio service (no enable, start or restart) and do not wait.
+    #[arg(long, conflicts_with = "wait")]
     pub no_start: bool,
+    /// Seconds to wait for the proxy to become ready (0: do not wait) [default: the
+    /// config's health.wait_secs, 180].
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<u64>,
     /// Do not manage owners (for when user istio-proxy does not exist and will not).
     #[arg(long)]
     pub skip_owner: bool,
@@ -91,6 +103,17 @@ pub struct CheckArgs {
     /// Accept a token that has expired.
     #[arg(long)]
     pub allow_expired_token: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+/// `vmagent status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Target root directory.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -117,10 +140,38 @@ fn waiting(path: &std::path::Path) -> impl FnOnce() + '_ {
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> u8 {
+    crate::logging::init(cli.verbose, cli.quiet);
+    report::set_quiet(cli.quiet);
     match cli.command {
         Command::Apply(a) => apply(a),
         Command::Check(c) => check(c),
         Command::Recover(r) => recover(r),
+        Command::Status(s) => status(s),
+    }
+}
+
+fn status(s: StatusArgs) -> u8 {
+    let root = match crate::root::Root::new(&s.root) {
+        Ok(r) => r,
+        Err(e) => return fail(Document::new("status"), &RunError::Root(e), s.output),
+    };
+    let (url, note) = match crate::config::Config::load(&root) {
+        Ok(c) => (c.health.ready_url, None),
+        Err(e) => (crate::health::probe::DEFAULT_URL.to_string(), Some(e.to_string())),
+    };
+    let mut st = crate::status::current(&root, &url);
+    st.unreadable.extend(note);
+    match s.output {
+        Format::Json => match serde_json::to_string_pretty(&st) {
+            Ok(j) => report::out(&format!("{j}\n")),
+            Err(e) => report::err_line(&format!("error: cannot render JSON: {e}")),
+        },
+        Format::Text => report::out(&report::status_text(&st)),
+    }
+    match (st.health.state.as_str(), st.health.exit_code) {
+        ("ready", _) => exit::OK,
+        (_, Some(c)) => c,
+        _ => crate::health::Failure::NotReady.exit_code(),
     }
 }
 
@@ -136,12 +187,6 @@ fn fail(doc: Document, e: &RunError, format: Format) -> u8 {
 }
 
 fn apply(a: ApplyArgs) -> u8 {
-    if !a.no_start {
-        let e = RunError::Unsupported(
-            "this vmagent version cannot start the istio service yet; re-run with --no-start, then run `systemctl enable --now istio`".into(),
-        );
-        return fail(Document::new("apply"), &e, a.output);
-    }
     let package = (!a.no_package).then(|| PackageRequest {
         package: a.package.clone(),
         sha256: a.package_sha256.as_ref().map(|s| s.to_ascii_lowercase()),
@@ -156,8 +201,10 @@ fn apply(a: ApplyArgs) -> u8 {
         allow_expired_token: a.allow_expired_token,
         lock_timeout: Duration::from_secs(a.root.lock_timeout),
         package,
+        start: !a.no_start,
+        wait: a.wait.map(Duration::from_secs),
     };
-    match run::apply(&opts, waiting(&a.root.root)) {
+    match run::apply(&opts, waiting(&a.root.root), &mut report::health_event) {
         Ok(o) => {
             match a.output {
                 Format::Json => Document::from_outcome(&o, a.dry_run).print_json(),
@@ -167,7 +214,7 @@ fn apply(a: ApplyArgs) -> u8 {
                     &a.root.root.display().to_string(),
                 ),
             }
-            exit::OK
+            o.exit_code()
         }
         Err(e) => fail(Document::new("apply"), &e, a.output),
     }

@@ -38,6 +38,37 @@ pub struct Config {
     /// `[download]`
     #[serde(default)]
     pub download: DownloadConfig,
+    /// `[health]`
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// `[health]`: how readiness is judged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// The proxy's readiness endpoint (200 = ready).
+    #[serde(default = "d_ready_url")]
+    pub ready_url: String,
+    /// How long `apply` waits for ready when --wait is not given.
+    #[serde(default = "d_wait")]
+    pub wait_secs: u64,
+}
+
+fn d_ready_url() -> String {
+    crate::health::probe::DEFAULT_URL.into()
+}
+fn d_wait() -> u64 {
+    180
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            ready_url: d_ready_url(),
+            wait_secs: d_wait(),
+        }
+    }
 }
 
 /// `[package]`: where the istio-sidecar package comes from.
@@ -115,6 +146,9 @@ impl Config {
             .map_err(|e| err(e.to_string().replace('\n', " ").trim().to_string()))?;
         if cfg.download.attempts == 0 {
             return Err(err("download.attempts must be at least 1".into()));
+        }
+        if !cfg.health.ready_url.starts_with("http://") && !cfg.health.ready_url.starts_with("https://") {
+            return Err(err("health.ready_url must be an http:// or https:// URL".into()));
         }
         if let Some(s) = &cfg.package.sha256 {
             if !is_sha256(s) {

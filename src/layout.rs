@@ -139,6 +139,12 @@ pub const PROXY_CERTS: &[&str] = &["/etc/certs/cert-chain.pem", "/etc/certs/key.
 /// The hosts file that receives the managed block.
 pub const HOSTS: &str = "/etc/hosts";
 
+/// The agent's log (istio-start.sh appends pilot-agent's output).
+pub const ISTIO_LOG: &str = "/var/log/istio/istio.log";
+
+/// Envoy's log (istio-start.sh appends its stderr).
+pub const ISTIO_ERR_LOG: &str = "/var/log/istio/istio.err.log";
+
 /// vmagent's own state: journal, backups, lock, last applied identity.
 pub const STATE_DIR: &str = "/var/lib/vmagent";
 

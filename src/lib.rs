@@ -1,19 +1,25 @@
 //! vmagent: brings a VM outside Kubernetes into an Istio service mesh.
 //!
 //! Data flow: [`bundle`] (read + validate) -> [`plan`] (desired vs actual under a
-//! [`root::Root`]) -> [`apply`] (locked, journaled transaction) -> [`report`].
+//! [`root::Root`]) -> [`apply`] (locked, journaled transaction) -> [`package`] ->
+//! [`service`] (systemctl) -> [`health`] (istio.log + readiness probe) -> [`report`] /
+//! [`status`].
 
 pub mod apply;
 pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod fsx;
+pub mod health;
 pub mod hosts;
 pub mod layout;
+pub mod logging;
 pub mod package;
 pub mod plan;
 pub mod report;
 pub mod root;
 pub mod run;
+pub mod service;
 pub mod state;
+pub mod status;
 pub mod timefmt;

@@ -70,6 +70,12 @@ pub struct Document {
     pub package: Option<crate::package::Decision>,
     /// The error message, when the run failed.
     pub error: Option<String>,
+    /// The service step (apply without --no-start).
+    pub service: Option<crate::service::Outcome>,
+    /// The proxy's health when apply ended (when it waited).
+    pub health: Option<crate::status::HealthView>,
+    /// How long apply waited for the proxy, in milliseconds.
+    pub waited_ms: Option<u64>,
 }
 
 impl Document {
@@ -88,6 +94,9 @@ impl Document {
             recovered: vec![],
             package: None,
             error: None,
+            service: None,
+            health: None,
+            waited_ms: None,
         }
     }
 
@@ -124,6 +133,12 @@ impl Document {
         d.package = o.package.clone();
         d.warnings = o.warnings.clone();
         d.recovered = o.recovered.clone().unwrap_or_default();
+        d.service = o.service.clone();
+        if let Some(h) = &o.health {
+            d.health = Some(crate::status::HealthView::of(&h.health, crate::timefmt::now()));
+            d.waited_ms = Some(h.waited.as_millis() as u64);
+        }
+        d.exit_code = o.exit_code();
         d
     }
 
@@ -178,12 +193,173 @@ pub fn err_line(s: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{s}");
 }
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-q`: no warnings or progress lines on stderr (errors and the result still show).
+pub fn set_quiet(q: bool) {
+    QUIET.store(q, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A warning or progress line on stderr, unless quiet.
+pub fn info_line(s: &str) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        err_line(s);
+    }
+}
+
+/// Shows what the health monitor sees as it happens (stderr), and logs it.
+pub fn health_event(ev: crate::health::monitor::Event<'_>) {
+    use crate::health::classify::Class;
+    use crate::health::monitor::Event;
+    match ev {
+        Event::Waiting { limit, url } => {
+            tracing::info!(limit_secs = limit.as_secs(), url, "waiting for the proxy");
+            info_line(&format!(
+                "waiting up to {} s for the proxy to become ready ({url}; reasons from {})",
+                limit.as_secs(),
+                crate::layout::ISTIO_LOG
+            ));
+        }
+        Event::Line { class, text } => {
+            let shown = crate::bundle::printable(text, 300);
+            match class {
+                Class::Ready => {
+                    tracing::info!(line = text, "proxy ready");
+                    info_line("  istio: Envoy proxy is ready");
+                }
+                Class::Progress(st) => {
+                    tracing::info!(stage = st.describe(), line = text, "proxy progress");
+                    info_line(&format!("  istio: {}", st.describe()));
+                }
+                Class::Failure(f) => {
+                    tracing::warn!(kind = f.name(), line = text, "proxy failure line");
+                    info_line(&format!("  istio: {}: {shown}", f.name()));
+                }
+            }
+        }
+        Event::Changed(h) => {
+            tracing::info!(state = h.state.name(), reason = h.failure.map(|f| f.name()), "health: {}", h.line());
+        }
+    }
+}
+
 /// Prints the text report of an apply.
 pub fn print_text(o: &Outcome, bundle: &str, root: &str) {
     for w in &o.warnings {
-        err_line(&format!("warning: {w}"));
+        info_line(&format!("warning: {w}"));
     }
     out(&text(o, bundle, root));
+    out(&service_text(o));
+}
+
+/// The service and health part of the text report.
+pub fn service_text(o: &Outcome) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    if let Some(sv) = &o.service {
+        if sv.actions.is_empty() {
+            let _ = writeln!(s, "service: {} unchanged", crate::service::UNIT);
+        } else {
+            let _ = write!(s, "service: {} {}", crate::service::UNIT, sv.actions.join(", "));
+            if let Some(r) = &sv.restart_reason {
+                let _ = write!(s, " (changed: {r})");
+            }
+            let _ = writeln!(s);
+        }
+        if let Some(why) = &sv.offline {
+            let _ = writeln!(s, "note: {why}");
+        }
+    }
+    if let Some(h) = &o.health {
+        if h.limit.is_zero() {
+            let _ = writeln!(
+                s,
+                "not waiting for the proxy (--wait 0); `vmagent status` shows its health"
+            );
+            return s;
+        }
+        let secs = h.waited.as_secs_f64();
+        match h.health.state {
+            crate::health::State::Ready => {
+                let _ = writeln!(s, "{} (after {secs:.1} s)", h.health.line());
+            }
+            _ => {
+                let _ = writeln!(s, "{}", h.health.line());
+                if let Some(f) = h.health.failure {
+                    if f == crate::health::Failure::NotReady {
+                        let _ = writeln!(s, "  waited: {secs:.0} s");
+                    }
+                    let _ = writeln!(s, "  hint: {}", f.hint());
+                }
+                if let Some(sv) = &h.health.service {
+                    let _ = writeln!(s, "  service: {sv}, {} automatic restarts", h.health.restarts);
+                }
+                for e in &h.health.evidence {
+                    let _ = writeln!(s, "  evidence: {}", crate::bundle::printable(e, 600));
+                }
+            }
+        }
+    }
+    s
+}
+
+/// The text of `vmagent status`.
+pub fn status_text(st: &crate::status::Status) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let h = &st.health;
+    let since = h.since.as_deref().map(|t| format!(" (since {t})")).unwrap_or_default();
+    let _ = writeln!(s, "{}{since}", h.line());
+    if let Some(hint) = &h.hint {
+        let _ = writeln!(s, "  hint: {hint}");
+    }
+    for e in &h.evidence {
+        let _ = writeln!(s, "  evidence: {}", crate::bundle::printable(e, 600));
+    }
+    let svc = match (&h.service, &st.enabled) {
+        (Some(a), Some(e)) => format!("{a}, {e}"),
+        (Some(a), None) => a.clone(),
+        (None, Some(e)) => e.clone(),
+        (None, None) => "unknown".into(),
+    };
+    let _ = writeln!(s, "service:       {} {svc}", crate::service::UNIT);
+    let exp = |e: &Option<crate::status::Expiry>| match e {
+        Some(e) => {
+            let when = e.expires_at.clone().unwrap_or_else(|| "no expiry".into());
+            let left = match e.expires_in_seconds {
+                Some(n) if n > 0 => format!(" (in {})", human_duration(n)),
+                Some(_) => " (EXPIRED)".into(),
+                None => String::new(),
+            };
+            format!("{when}{left}, {}", e.subject.as_deref().unwrap_or("-"))
+        }
+        None => "unknown".into(),
+    };
+    let _ = writeln!(s, "token:         {}", exp(&st.token));
+    let _ = writeln!(s, "root cert:     {}", exp(&st.root_cert));
+    if st.workload_cert.is_some() {
+        let _ = writeln!(s, "workload cert: {}", exp(&st.workload_cert));
+    }
+    let _ = writeln!(
+        s,
+        "package:       {}",
+        st.package_version
+            .as_deref()
+            .map(|v| format!("{} {v}", crate::package::install::NAME))
+            .unwrap_or_else(|| "not installed".into())
+    );
+    match &st.last_apply {
+        Some(a) => {
+            let _ = writeln!(s, "last apply:    {} at {} (exit {}), {}", a.result, a.at, a.exit_code, a.bundle);
+        }
+        None => {
+            let _ = writeln!(s, "last apply:    none recorded");
+        }
+    }
+    for u in &st.unreadable {
+        let _ = writeln!(s, "cannot read:   {u}");
+    }
+    s
 }
 
 /// The text report of an apply.

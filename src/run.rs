@@ -9,6 +9,12 @@ use thiserror::Error;
 use crate::apply::{self, lock, ApplyError};
 use crate::bundle::{Bundle, BundleError, ReadOptions};
 use crate::config::{Config, ConfigError};
+use crate::health::follow::Follower;
+use crate::health::monitor::{Event, Monitor};
+use crate::health::probe::Prober;
+use crate::health::{Health, State};
+use crate::service::{self, ServiceError};
+use crate::status::{HealthView, LastApply, Status as StatusDoc};
 use crate::package::{self, PackageError};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
 use crate::root::{Root, RootError};
@@ -41,6 +47,9 @@ pub enum RunError {
     /// The package step failed (exit 2, 4, 5 or 6; see [`PackageError::exit_code`]).
     #[error(transparent)]
     Package(#[from] PackageError),
+    /// The service step failed (exit 7).
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     /// A failure after the package was installed (the package stays).
     #[error(
         "{cause} (the istio-sidecar package was installed by `{command}` and stays installed)"
@@ -69,6 +78,9 @@ pub mod exit {
     pub const DOWNLOAD: u8 = 5;
     /// dpkg/rpm failed.
     pub const INSTALL: u8 = 6;
+    /// systemctl failed (daemon-reload, enable, start, restart).
+    pub const SERVICE: u8 = 7;
+    // 10-22: the proxy is not ready, by failure kind: see `health::Failure::exit_code`.
 }
 
 impl RunError {
@@ -91,6 +103,10 @@ impl RunError {
             RunError::Plan(_) | RunError::Unsupported(_) => exit::PREREQUISITE,
             RunError::Config(_) => exit::INVALID,
             RunError::Package(e) => e.exit_code(),
+            RunError::Service(ServiceError::Spawn { .. } | ServiceError::NoUnit | ServiceError::Masked) => {
+                exit::PREREQUISITE
+            }
+            RunError::Service(_) => exit::SERVICE,
             RunError::AfterPackage { cause, .. } => cause.exit_code(),
         }
     }
@@ -113,6 +129,33 @@ pub struct ApplyOptions {
     pub lock_timeout: Duration,
     /// The package step (`None`: --no-package).
     pub package: Option<package::Request>,
+    /// Enable/start the istio service and watch its health (false: --no-start).
+    pub start: bool,
+    /// How long to wait for ready (`None`: the config's `health.wait_secs`; zero: do
+    /// not wait).
+    pub wait: Option<Duration>,
+}
+
+/// How the wait for ready ended.
+#[derive(Debug, Clone)]
+pub struct HealthOutcome {
+    /// The health when the wait ended (ready or failed; starting when not waited for).
+    pub health: Health,
+    /// How long it waited.
+    pub waited: Duration,
+    /// The limit.
+    pub limit: Duration,
+}
+
+impl HealthOutcome {
+    /// The exit code: 0 when ready or not waited for, else the failure kind's.
+    pub fn exit_code(&self) -> u8 {
+        match (self.health.state, self.health.failure) {
+            (State::Ready | State::Starting, _) => exit::OK,
+            (_, Some(f)) => f.exit_code(),
+            (_, None) => crate::health::Failure::NotReady.exit_code(),
+        }
+    }
 }
 
 /// What happened.
@@ -143,6 +186,17 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// Paths rolled back from an interrupted earlier apply.
     pub recovered: Option<Vec<PathBuf>>,
+    /// The service step (`None`: --no-start or dry run).
+    pub service: Option<service::Outcome>,
+    /// The wait for ready (`None`: not started here, or offline).
+    pub health: Option<HealthOutcome>,
+}
+
+impl Outcome {
+    /// The process exit code of this (successful) apply: the health's.
+    pub fn exit_code(&self) -> u8 {
+        self.health.as_ref().map_or(exit::OK, HealthOutcome::exit_code)
+    }
 }
 
 /// Reads and validates a bundle (`vmagent check`).
@@ -163,7 +217,15 @@ pub fn check(bundle: &Path, allow_expired_token: bool) -> Result<Bundle, RunErro
 /// the /etc/istio link the files rely on. If it fails, no bundle file has been written;
 /// if the file transaction fails after it, the files are rolled back and the package
 /// stays installed (the error says so).
-pub fn apply(opts: &ApplyOptions, waiting: impl FnOnce()) -> Result<Outcome, RunError> {
+///
+/// Then the service: enabled, started or restarted as needed (see [`service::step`]),
+/// and, live, watched until ready, failed or `wait` runs out; `on_health` sees progress
+/// as it happens. The lock is released before the wait.
+pub fn apply(
+    opts: &ApplyOptions,
+    waiting: impl FnOnce(),
+    on_health: &mut dyn FnMut(Event<'_>),
+) -> Result<Outcome, RunError> {
     let bundle = check(&opts.bundle, opts.allow_expired_token)?;
     let root = Root::new(&opts.root)?;
     let cfg = Config::load(&root)?;
@@ -202,10 +264,14 @@ pub fn apply(opts: &ApplyOptions, waiting: impl FnOnce()) -> Result<Outcome, Run
             bundle,
             warnings,
             recovered: None,
+            service: None,
+            health: None,
         });
     }
+    // The logs are followed from where they are now: lines of earlier runs never count.
+    let mut monitor = opts.start.then(|| monitor(&root, &cfg, &mut warnings));
     let state_dir = apply::state_dir(&root)?;
-    let _lock = lock::acquire(&state_dir.join("lock"), opts.lock_timeout, waiting)?;
+    let lock = lock::acquire(&state_dir.join("lock"), opts.lock_timeout, waiting)?;
     let recovered = apply::recover(&root)?;
     let installed_with = match (&step, &decision) {
         (Some(s), Some(d)) => s.execute(d)?,
@@ -229,7 +295,15 @@ pub fn apply(opts: &ApplyOptions, waiting: impl FnOnce()) -> Result<Outcome, Run
     if !plan.is_empty() {
         apply::execute(&root, &plan).map_err(|e| after_package(e.into(), &installed_with))?;
     }
-    Ok(Outcome {
+    let service = match &mut monitor {
+        Some(m) => Some(
+            service::step(&root, installed_with.is_some(), &mut || m.mark())
+                .map_err(|e| after_package(e.into(), &installed_with))?,
+        ),
+        None => None,
+    };
+    drop(lock);
+    let mut o = Outcome {
         status,
         plan,
         package: decision,
@@ -237,7 +311,102 @@ pub fn apply(opts: &ApplyOptions, waiting: impl FnOnce()) -> Result<Outcome, Run
         bundle,
         warnings,
         recovered,
-    })
+        service,
+        health: None,
+    };
+    if let (Some(s), Some(m)) = (&o.service, monitor) {
+        if s.running && s.offline.is_none() {
+            let limit = opts
+                .wait
+                .unwrap_or(Duration::from_secs(cfg.health.wait_secs));
+            o.health = Some(watch(&root, &o, &opts.bundle, m, limit, on_health));
+        }
+    }
+    Ok(o)
+}
+
+/// The health monitor of the root's proxy: its logs (from their current ends), its
+/// readiness URL, and systemd's view (live only).
+fn monitor(root: &Root, cfg: &Config, warnings: &mut Vec<String>) -> Monitor {
+    let logs: Vec<PathBuf> = [crate::layout::ISTIO_LOG, crate::layout::ISTIO_ERR_LOG]
+        .iter()
+        .filter_map(|p| root.resolve(Path::new(p)).ok())
+        .collect();
+    let follower = match Follower::new(&logs) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            warnings.push(format!(
+                "cannot follow {}: {e}; readiness is still probed, but failure reasons will be unknown",
+                crate::layout::ISTIO_LOG
+            ));
+            None
+        }
+    };
+    let (sc, mode) = service::Systemctl::for_root(root);
+    let unit: Option<crate::health::monitor::UnitView> =
+        (mode == service::Mode::Live).then(|| -> crate::health::monitor::UnitView {
+            Box::new(move || sc.show().ok())
+        });
+    Monitor::new(follower, Prober::new(&cfg.health.ready_url), unit)
+}
+
+/// Waits for the proxy (up to `limit`; zero: not at all), keeping the status file
+/// current on every change.
+fn watch(
+    root: &Root,
+    o: &Outcome,
+    bundle: &Path,
+    mut m: Monitor,
+    limit: Duration,
+    on_health: &mut dyn FnMut(Event<'_>),
+) -> HealthOutcome {
+    let start = std::time::Instant::now();
+    let mut doc = StatusDoc::new(HealthView::of(m.health(), m.since()));
+    doc.read_facts(root);
+    let result = match o.status {
+        Status::Applied => "applied",
+        _ => "up-to-date",
+    };
+    let last = |doc: &mut StatusDoc, h: &Health, since: i64| {
+        doc.health = HealthView::of(h, since);
+        let code = HealthOutcome {
+            health: h.clone(),
+            waited: start.elapsed(),
+            limit,
+        }
+        .exit_code();
+        doc.last_apply = Some(LastApply {
+            at: timefmt::rfc3339(timefmt::now()),
+            result: result.into(),
+            exit_code: code,
+            bundle: bundle.display().to_string(),
+        });
+        if let Err(e) = doc.store(root) {
+            tracing::warn!(error = %e, "cannot write the status file");
+        }
+    };
+    if limit.is_zero() {
+        last(&mut doc, m.health(), m.since());
+    } else {
+        let mut changed: Option<(Health, i64)> = None;
+        m.wait(limit, &mut |ev| {
+            if let Event::Changed(h) = &ev {
+                changed = Some(((*h).clone(), timefmt::now()));
+            }
+            on_health(ev);
+            if let Some((h, since)) = changed.take() {
+                if h.state != State::Ready && h.state != State::Failed {
+                    last(&mut doc, &h, since);
+                }
+            }
+        });
+        last(&mut doc, m.health(), m.since());
+    }
+    HealthOutcome {
+        health: m.health().clone(),
+        waited: start.elapsed(),
+        limit,
+    }
 }
 
 /// A failure after the package was installed says so: the package is not rolled back.

@@ -773,14 +773,13 @@ fn missing_proxy_user_needs_skip_owner() {
 }
 
 #[test]
-fn start_step_must_be_opted_out_and_package_step_needs_an_os() {
+fn package_step_needs_an_os() {
     let t = tempfile::tempdir().unwrap();
     let b = Spec::example().write_tar(t.path());
     let r = TestRoot::new(); // no etc/os-release: the package format cannot be known
     let before = r.snapshot();
     for (flags, wants) in [
-        (&[][..], &["--no-start"][..]),
-        (&["--no-package"][..], &["--no-start"][..]),
+        (&[][..], &["os-release", "--package"][..]),
         (&["--no-start"][..], &["os-release", "--package"][..]),
     ] {
         let o = vm([OsStr::new("apply"), b.as_os_str()])

@@ -63,29 +63,28 @@ pub fn txn_dir(root: &Root) -> Result<TxnDir, RootError> {
 /// Creates the state directory (0700: it holds backups of secrets) if missing and
 /// returns its host path. It is vmagent's own bookkeeping, not part of any plan.
 pub fn state_dir(root: &Root) -> Result<PathBuf, ApplyError> {
+    ensure_dir(root, Path::new(layout::STATE_DIR), layout::STATE_MODE).map_err(|(dir, source)| {
+        ApplyError::Journal {
+            dir: dir.display().to_string(),
+            source,
+        }
+    })
+}
+
+/// Creates a directory of vmagent's own (and its missing parents, at
+/// [`layout::PARENT_MODE`]) under the root; returns its host path, or the path that
+/// failed with the error.
+pub fn ensure_dir(root: &Root, sys: &Path, mode: u32) -> Result<PathBuf, (PathBuf, io::Error)> {
     let mut dir = PathBuf::new();
-    for sys in Path::new(layout::STATE_DIR)
-        .ancestors()
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .skip(1)
-    {
-        dir = root.resolve(sys)?;
-        let mode = if sys == Path::new(layout::STATE_DIR) {
-            layout::STATE_MODE
-        } else {
-            layout::PARENT_MODE
-        };
-        match fsx::create_dir(&dir, mode, None) {
+    for a in sys.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
+        dir = root
+            .resolve(a)
+            .map_err(|e| (a.to_path_buf(), io::Error::other(e.to_string())))?;
+        let m = if a == sys { mode } else { layout::PARENT_MODE };
+        match fsx::create_dir(&dir, m, None) {
             // Another vmagent may create it at the same moment: fine if it is a directory.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-            Err(source) => {
-                return Err(ApplyError::Journal {
-                    dir: dir.display().to_string(),
-                    source,
-                })
-            }
+            Err(e) => return Err((dir, e)),
             Ok(()) => {}
         }
     }

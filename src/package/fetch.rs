@@ -25,9 +25,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Builds the HTTP client: rustls with the system roots plus `ca_files`, proxies from
 /// the environment, connect timeout, and a per-read (idle) timeout.
 pub fn client(cfg: &DownloadConfig, ca_files: &[PathBuf]) -> Result<Client, PackageError> {
-    // reqwest is built without a bundled crypto provider; ring is ours. Installing twice
-    // (a second client in one process) is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     let mut b = Client::builder()
         .user_agent(concat!("vmagent/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
@@ -275,7 +273,14 @@ fn transient(url: &str, e: &reqwest::Error) -> Attempt {
     Attempt::Retry(format!("{url}: {kind}: {chain}"), None)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// reqwest is built without a bundled crypto provider; ring is ours. Installing twice
+/// (a second client in one process) is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An error with its sources, without repeating what a source's text already says.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

@@ -1,0 +1,278 @@
+//! Is the proxy in the mesh, and if not, why? Readiness comes from the proxy's own
+//! endpoint ([`probe`]); reasons come from its logs ([`follow`] + [`classify`]) and from
+//! systemd's view of the service; [`monitor`] combines them into one [`Health`].
+
+pub mod classify;
+pub mod follow;
+pub mod monitor;
+pub mod probe;
+
+use serde::Serialize;
+
+/// Why the proxy is not ready: each kind has an exit code, a summary and a remedy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failure {
+    /// Not ready when the wait ended, and nothing known went wrong.
+    NotReady,
+    /// istiod rejected the token (expired, wrong audience, other cluster).
+    TokenRejected,
+    /// The agent cannot read its token file.
+    TokenMissing,
+    /// Certificates of another identity in /etc/certs (#35249).
+    StaleIdentity,
+    /// istiod's certificate does not chain to the bundle's root-cert.pem.
+    CaMismatch,
+    /// istiod cannot be reached on the discovery address.
+    IstiodUnreachable,
+    /// The proxy cannot open a file (ownership).
+    PermissionDenied,
+    /// Envoy exited.
+    EnvoyExited,
+    /// systemd keeps restarting the service.
+    CrashLoop,
+    /// iptables rules left by an earlier run.
+    IptablesLeftovers,
+    /// iptables cannot initialise its tables (kernel modules, nft vs legacy).
+    KernelModules,
+    /// An error line no rule knows; reported verbatim.
+    UnknownError,
+    /// systemd reports the service failed (or it could not be started).
+    ServiceFailed,
+}
+
+impl Failure {
+    /// Every kind (documentation and tests).
+    pub const ALL: [Failure; 13] = [
+        Failure::NotReady,
+        Failure::TokenRejected,
+        Failure::TokenMissing,
+        Failure::StaleIdentity,
+        Failure::CaMismatch,
+        Failure::IstiodUnreachable,
+        Failure::PermissionDenied,
+        Failure::EnvoyExited,
+        Failure::CrashLoop,
+        Failure::IptablesLeftovers,
+        Failure::KernelModules,
+        Failure::UnknownError,
+        Failure::ServiceFailed,
+    ];
+
+    /// The kebab-case name used in output and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::NotReady => "not-ready",
+            Failure::TokenRejected => "token-rejected",
+            Failure::TokenMissing => "token-missing",
+            Failure::StaleIdentity => "stale-identity",
+            Failure::CaMismatch => "ca-mismatch",
+            Failure::IstiodUnreachable => "istiod-unreachable",
+            Failure::PermissionDenied => "permission-denied",
+            Failure::EnvoyExited => "envoy-exited",
+            Failure::CrashLoop => "crash-loop",
+            Failure::IptablesLeftovers => "iptables-leftovers",
+            Failure::KernelModules => "kernel-modules",
+            Failure::UnknownError => "unknown-error",
+            Failure::ServiceFailed => "service-failed",
+        }
+    }
+
+    /// The process exit code of `apply --wait` ending with this failure (README).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Failure::NotReady => 10,
+            Failure::TokenRejected => 11,
+            Failure::TokenMissing => 12,
+            Failure::StaleIdentity => 13,
+            Failure::CaMismatch => 14,
+            Failure::IstiodUnreachable => 15,
+            Failure::PermissionDenied => 16,
+            Failure::EnvoyExited => 17,
+            Failure::CrashLoop => 18,
+            Failure::IptablesLeftovers => 19,
+            Failure::KernelModules => 20,
+            Failure::UnknownError => 21,
+            Failure::ServiceFailed => 22,
+        }
+    }
+
+    /// What went wrong, in one phrase.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Failure::NotReady => "the proxy did not become ready in time",
+            Failure::TokenRejected => {
+                "istiod rejected the bundle's token (expired, wrong audience or another cluster)"
+            }
+            Failure::TokenMissing => {
+                "the agent cannot read its token (/var/run/secrets/tokens/istio-token)"
+            }
+            Failure::StaleIdentity => {
+                "istiod refused the certificate request: /etc/certs holds certificates of another identity"
+            }
+            Failure::CaMismatch => {
+                "istiod's certificate is not signed by the bundle's root-cert.pem"
+            }
+            Failure::IstiodUnreachable => "istiod is unreachable at the discovery address (port 15012)",
+            Failure::PermissionDenied => "the proxy cannot open one of its files (ownership)",
+            Failure::EnvoyExited => "Envoy exited",
+            Failure::CrashLoop => "the istio service keeps restarting",
+            Failure::IptablesLeftovers => {
+                "iptables rules from an earlier run are in the way (Chain already exists)"
+            }
+            Failure::KernelModules => {
+                "iptables cannot initialise its tables (kernel modules missing, or nft vs legacy)"
+            }
+            Failure::UnknownError => "the proxy logged an error",
+            Failure::ServiceFailed => "the istio service failed",
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Failure::NotReady => {
+                "read /var/log/istio/istio.log; `vmagent status` shows the current state; a slow first start may need a longer --wait"
+            }
+            Failure::TokenRejected => {
+                "generate a fresh bundle for this VM (`istioctl x workload entry configure`) and apply it"
+            }
+            Failure::TokenMissing => {
+                "apply the bundle again (the token lives on a tmpfs and is gone after a reboot; `vmagent daemon` puts it back)"
+            }
+            Failure::StaleIdentity => {
+                "remove /etc/certs/cert-chain.pem and /etc/certs/key.pem, then `systemctl restart istio` (vmagent removes them when the bundle's identity changes)"
+            }
+            Failure::CaMismatch => {
+                "the bundle is from another cluster or the mesh CA changed: generate a fresh bundle from the cluster this VM joins"
+            }
+            Failure::IstiodUnreachable => {
+                "check the istiod line of vmagent's block in /etc/hosts points at the east-west gateway, that the gateway exposes istiod on port 15012, and that this VM can reach it (`nc -vz <gateway-ip> 15012`)"
+            }
+            Failure::PermissionDenied => {
+                "the path in the evidence must belong to istio-proxy: apply again (vmagent restores owners) or `chown istio-proxy:istio-proxy` it"
+            }
+            Failure::EnvoyExited => {
+                "read /var/log/istio/istio.err.log for Envoy's reason; 'out of memory killed' means the VM needs more memory"
+            }
+            Failure::CrashLoop => {
+                "read `journalctl -u istio` and /var/log/istio/istio.err.log for why it exits"
+            }
+            Failure::IptablesLeftovers => {
+                "run `/usr/local/bin/istio-start.sh clean`, then `systemctl restart istio`"
+            }
+            Failure::KernelModules => {
+                "load the modules (`modprobe ip_tables iptable_nat iptable_filter iptable_mangle`, persist them in /etc/modules-load.d/) or switch the iptables backend (`update-alternatives --config iptables`)"
+            }
+            Failure::UnknownError => "read the evidence lines and /var/log/istio/istio.log",
+            Failure::ServiceFailed => "read `systemctl status istio` and `journalctl -u istio`",
+        }
+    }
+
+    /// Whether the kind is final: waiting longer will not fix it (the agent retries
+    /// forever with the same inputs). Others may clear up (a network coming up, systemd
+    /// restarting Envoy) and end the wait only when it runs out.
+    pub fn definitive(self) -> bool {
+        !matches!(
+            self,
+            Failure::NotReady
+                | Failure::IstiodUnreachable
+                | Failure::EnvoyExited
+                | Failure::UnknownError
+        )
+    }
+}
+
+/// The overall state, as shown by `vmagent status` and the status file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Not known (nothing started, or nothing could be read).
+    Unknown,
+    /// The service was started; not ready yet; nothing wrong seen.
+    Starting,
+    /// Ready.
+    Ready,
+    /// Not ready and something went wrong that may clear up.
+    Degraded,
+    /// Not ready for a known, final reason.
+    Failed,
+}
+
+impl State {
+    /// The kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Unknown => "unknown",
+            State::Starting => "starting",
+            State::Ready => "ready",
+            State::Degraded => "degraded",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// How many evidence lines are kept.
+pub const EVIDENCE: usize = 5;
+
+/// Longest evidence line kept (characters).
+pub const EVIDENCE_LINE: usize = 600;
+
+/// Current health with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// The state.
+    pub state: State,
+    /// Why it is not ready.
+    pub failure: Option<Failure>,
+    /// Latest progress stage seen.
+    pub stage: Option<classify::Stage>,
+    /// The last lines that show the failure, verbatim (tabs kept, cut to a bound).
+    pub evidence: Vec<String>,
+    /// systemd's ActiveState/SubState, when known.
+    pub service: Option<String>,
+    /// Automatic restarts seen during the wait.
+    pub restarts: u32,
+}
+
+impl Health {
+    /// Health before anything is known.
+    pub fn unknown() -> Self {
+        Health {
+            state: State::Unknown,
+            failure: None,
+            stage: None,
+            evidence: Vec::new(),
+            service: None,
+            restarts: 0,
+        }
+    }
+
+    /// The one-line verdict.
+    pub fn line(&self) -> String {
+        match (self.state, self.failure) {
+            (State::Ready, _) => "ready: the proxy is in the mesh".into(),
+            (s, Some(f)) => format!("{}: {}: {}", s.name(), f.name(), f.summary()),
+            (State::Starting, None) => match self.stage {
+                Some(st) => format!("starting: {}", st.describe()),
+                None => "starting".into(),
+            },
+            (s, None) => s.name().into(),
+        }
+    }
+}
+
+/// Keeps an evidence line: the last [`EVIDENCE`] lines, each bounded.
+pub fn push_evidence(v: &mut Vec<String>, line: &str) {
+    let mut l: String = line.chars().take(EVIDENCE_LINE).collect();
+    if l.len() < line.len() {
+        l.push_str(" ...");
+    }
+    if v.last() == Some(&l) {
+        return;
+    }
+    if v.len() == EVIDENCE {
+        v.remove(0);
+    }
+    v.push(l);
+}

@@ -1,0 +1,316 @@
+//! Combines the three views of the proxy into one [`Health`]: its log lines (reasons), its
+//! readiness endpoint (the truth about ready), and systemd's state (a crash loop is a
+//! failure even before the log says why).
+
+use std::time::{Duration, Instant};
+
+use super::classify::{Class, Classifier, Stage};
+use super::follow::Follower;
+use super::probe::{Probe, Prober};
+use super::{push_evidence, Failure, Health, State};
+use crate::service::UnitState;
+
+/// Automatic restarts during one wait that make a crash loop.
+pub const CRASH_LOOP: u32 = 3;
+
+/// How often the readiness endpoint is probed while waiting.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// How often systemd is asked while waiting.
+pub const UNIT_EVERY: Duration = Duration::from_secs(1);
+
+/// Something the monitor saw, for callers that show progress as it happens.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A classified log line (`log`: 0 = istio.log, 1 = istio.err.log).
+    Line {
+        /// What it says.
+        class: Class,
+        /// The line, verbatim (cut to a bound).
+        text: &'a str,
+    },
+    /// The health changed.
+    Changed(&'a Health),
+    /// A wait begins.
+    Waiting {
+        /// For at most this long.
+        limit: Duration,
+        /// Probing this URL.
+        url: &'a str,
+    },
+}
+
+/// Reads the service's state from systemd (`None`: unknown right now).
+pub type UnitView = Box<dyn FnMut() -> Option<UnitState>>;
+
+/// Watches one proxy.
+pub struct Monitor {
+    follower: Option<Follower>,
+    classifier: Classifier,
+    prober: Prober,
+    unit: Option<UnitView>,
+    health: Health,
+    /// NRestarts when the wait began.
+    baseline: Option<u32>,
+    /// Evidence per failure kind seen, most recent last.
+    evidence: Vec<(Failure, Vec<String>)>,
+    /// All failure lines, most recent last (for kinds with no lines of their own).
+    recent: Vec<String>,
+    /// Unix time of the last state change.
+    since: i64,
+    /// Probe again right away (a progress line suggests it may be ready).
+    probe_now: bool,
+}
+
+impl Monitor {
+    /// A monitor. Without a follower, only the probe and systemd are used (reasons are
+    /// then unknown); without a unit view, crash loops are seen only in the log.
+    pub fn new(follower: Option<Follower>, prober: Prober, unit: Option<UnitView>) -> Self {
+        Monitor {
+            follower,
+            classifier: Classifier::new(),
+            prober,
+            unit,
+            health: Health::unknown(),
+            baseline: None,
+            evidence: Vec::new(),
+            recent: Vec::new(),
+            since: crate::timefmt::now(),
+            probe_now: true,
+        }
+    }
+
+    /// The current health.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Unix time of the last state change.
+    pub fn since(&self) -> i64 {
+        self.since
+    }
+
+    /// Forget lines written so far (the service is being (re)started) and what they said.
+    pub fn mark(&mut self) {
+        if let Some(f) = &mut self.follower {
+            if let Err(e) = f.mark() {
+                tracing::warn!(error = %e, "cannot re-position the log follower");
+            }
+        }
+        self.set(Health {
+            state: State::Starting,
+            ..Health::unknown()
+        });
+        self.evidence.clear();
+        self.recent.clear();
+        self.baseline = None;
+    }
+
+    fn set(&mut self, h: Health) {
+        if h.state != self.health.state {
+            self.since = crate::timefmt::now();
+        }
+        self.health = h;
+    }
+
+    fn on_line(&mut self, class: Class, text: &str) {
+        let mut h = self.health.clone();
+        match class {
+            Class::Ready => {
+                h.state = State::Ready;
+                h.failure = None;
+                h.evidence.clear();
+            }
+            Class::Progress(stage) => {
+                h.stage = Some(stage);
+                if matches!(h.state, State::Unknown | State::Starting) {
+                    h.state = State::Starting;
+                }
+                if stage == Stage::XdsConnected {
+                    self.probe_now = true;
+                }
+            }
+            Class::Failure(f) => {
+                match self.evidence.iter_mut().find(|(k, _)| *k == f) {
+                    Some((_, v)) => push_evidence(v, text),
+                    None => {
+                        let mut v = Vec::new();
+                        push_evidence(&mut v, text);
+                        self.evidence.push((f, v));
+                    }
+                }
+                push_evidence(&mut self.recent, text);
+                if h.state != State::Failed {
+                    let keep = match h.failure {
+                        // A known kind is more telling than an unknown error line.
+                        Some(old) => f == Failure::UnknownError && old != Failure::UnknownError,
+                        None => false,
+                    };
+                    if !keep || f.definitive() {
+                        h.failure = Some(f);
+                    }
+                    h.state = if f.definitive() {
+                        State::Failed
+                    } else {
+                        State::Degraded
+                    };
+                }
+                h.evidence = self.evidence_for(h.failure);
+            }
+        }
+        self.set(h);
+    }
+
+    fn evidence_for(&self, f: Option<Failure>) -> Vec<String> {
+        f.and_then(|f| self.evidence.iter().find(|(k, _)| *k == f))
+            .map_or_else(|| self.recent.clone(), |(_, v)| v.clone())
+    }
+
+    fn on_unit(&mut self, u: &UnitState) {
+        let mut h = self.health.clone();
+        h.service = Some(u.describe());
+        let base = *self.baseline.get_or_insert(u.restarts);
+        h.restarts = u.restarts.saturating_sub(base);
+        if h.state != State::Ready && h.state != State::Failed {
+            let dead = match u.active.as_str() {
+                "failed" => Some(Failure::ServiceFailed),
+                "inactive" | "deactivating" => Some(Failure::ServiceFailed),
+                _ if h.restarts >= CRASH_LOOP => Some(Failure::CrashLoop),
+                _ => None,
+            };
+            if let Some(f) = dead {
+                h.state = State::Failed;
+                // The log's reason, if it has one, says more than "failed".
+                let cause = h.failure.filter(|c| *c != Failure::UnknownError);
+                h.failure = Some(f);
+                h.evidence = self.evidence_for(cause.or(Some(f)));
+                if h.evidence.is_empty() {
+                    h.evidence = self.recent.clone();
+                }
+                if h.evidence.is_empty() {
+                    h.evidence
+                        .push(format!("systemd: {} is {}, {} restarts", crate::service::UNIT, u.describe(), h.restarts));
+                }
+            }
+        }
+        self.set(h);
+    }
+
+    fn on_probe(&mut self, p: &Probe) {
+        let mut h = self.health.clone();
+        match p {
+            Probe::Ready => {
+                h.state = State::Ready;
+                h.failure = None;
+                h.evidence.clear();
+            }
+            _ if h.state == State::Ready => {
+                h.state = State::Degraded;
+                h.failure = Some(Failure::NotReady);
+                h.evidence = vec![match p {
+                    Probe::NotReady(code) => format!("{} answered HTTP {code}", self.prober.url()),
+                    Probe::Down(e) => format!("{}: {e}", self.prober.url()),
+                    Probe::Ready => String::new(),
+                }];
+            }
+            _ => {}
+        }
+        self.set(h);
+    }
+
+    /// One round: new log lines, then (when asked) systemd and the probe. Returns
+    /// whether the health changed.
+    pub fn step(&mut self, probe: bool, unit: bool, on: &mut dyn FnMut(Event<'_>)) -> bool {
+        let before = self.health.clone();
+        let mut lines: Vec<(Class, String)> = Vec::new();
+        if let Some(f) = &mut self.follower {
+            let c = &self.classifier;
+            let r = f.poll(|l| {
+                if let Some(class) = c.classify(l.bytes) {
+                    let t = l.text();
+                    lines.push((class, t.chars().take(super::EVIDENCE_LINE).collect()));
+                }
+            });
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "reading the istio logs failed; health from the probe only");
+                self.follower = None;
+            }
+        }
+        for (class, text) in lines {
+            self.on_line(class, &text);
+            on(Event::Line { class, text: &text });
+        }
+        if unit && self.health.state != State::Ready {
+            if let Some(view) = &mut self.unit {
+                if let Some(u) = view() {
+                    self.on_unit(&u);
+                }
+            }
+        }
+        if (probe || self.probe_now) && self.health.state != State::Failed {
+            self.probe_now = false;
+            let p = self.prober.probe();
+            self.on_probe(&p);
+        }
+        let changed = before != self.health;
+        if changed {
+            on(Event::Changed(&self.health));
+        }
+        changed
+    }
+
+    /// Waits until the proxy is ready, fails for a final reason, or `timeout` passes;
+    /// then the health is ready or failed (a transient reason seen last becomes the
+    /// reason for the timeout).
+    pub fn wait(&mut self, timeout: Duration, on: &mut dyn FnMut(Event<'_>)) -> Health {
+        on(Event::Waiting {
+            limit: timeout,
+            url: self.prober.url(),
+        });
+        let deadline = Instant::now() + timeout;
+        let mut next_probe = Instant::now();
+        let mut next_unit = Instant::now();
+        loop {
+            let now = Instant::now();
+            let probe = now >= next_probe;
+            let unit = now >= next_unit;
+            self.step(probe, unit, on);
+            if probe {
+                next_probe = now + PROBE_EVERY;
+            }
+            if unit {
+                next_unit = now + UNIT_EVERY;
+            }
+            if matches!(self.health.state, State::Ready | State::Failed) {
+                return self.health.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let mut h = self.health.clone();
+                h.state = State::Failed;
+                let f = h.failure.unwrap_or(Failure::NotReady);
+                h.failure = Some(f);
+                h.evidence = self.evidence_for(Some(f));
+                if f == Failure::NotReady {
+                    h.evidence = self.recent.clone();
+                }
+                self.set(h);
+                on(Event::Changed(&self.health));
+                return self.health.clone();
+            }
+            let mut wake = next_probe.min(deadline);
+            if self.unit.is_some() {
+                wake = wake.min(next_unit);
+            }
+            let d = wake.saturating_duration_since(now);
+            match &self.follower {
+                Some(f) => {
+                    if f.wait(Some(d)).is_err() {
+                        std::thread::sleep(d);
+                    }
+                }
+                None => std::thread::sleep(d),
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! What the istio service read when vmagent last (re)started it: a digest per input, kept
+//! in the state dir. The service is restarted only when one differs, and the restart
+//! says which. Comparing against the record (not against "did this apply write a file")
+//! also catches an earlier apply that changed files and was interrupted before its
+//! restart.
+//!
+//! Inputs: the bundle files the agent reads at start (cluster.env, mesh, root-cert.pem,
+//! the token), the package's sidecar.env and unit, and the package's programs (by inode,
+//! size and mtime: an upgrade replaces them; hashing a 100 MB Envoy on every apply would
+//! not be cheap). cert-chain.pem and key.pem are left out: the agent itself rewrites
+//! them on every renewal.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{ServiceError, UNIT, UNIT_DIRS};
+use crate::bundle::Member;
+use crate::layout;
+use crate::root::Root;
+
+/// File name of the record in the state dir.
+pub const FILE: &str = "service-inputs.json";
+
+/// The package's files istio-start.sh and the agent read.
+const PACKAGE_FILES: &[&str] = &[
+    "/var/lib/istio/envoy/sidecar.env",
+    "/var/lib/istio/envoy/envoy_bootstrap_tmpl.json",
+];
+
+/// The package's programs, identified by inode, size and mtime.
+const PROGRAMS: &[&str] = &[
+    "/usr/local/bin/pilot-agent",
+    "/usr/local/bin/envoy",
+    "/usr/local/bin/istio-start.sh",
+];
+
+/// Digests of the service's inputs, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Schema version.
+    pub version: u32,
+    /// Input name -> digest (`absent` when missing).
+    pub inputs: BTreeMap<String, String>,
+}
+
+impl Record {
+    /// Host path of the record.
+    pub fn path(root: &Root) -> Result<PathBuf, ServiceError> {
+        root.resolve(&Path::new(layout::STATE_DIR).join(FILE))
+            .map_err(|e| ServiceError::Record {
+                path: layout::STATE_DIR.into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Reads the record; a missing or damaged one reads as none (the service is then
+    /// restarted once, which is safe).
+    pub fn load(path: &Path) -> Option<Record> {
+        let data = crate::fsx::read_file(path, 64 * 1024).ok()??;
+        serde_json::from_slice(&data).ok()
+    }
+
+    /// Writes the record atomically (root only: it is vmagent's bookkeeping).
+    pub fn store(&self, path: &Path) -> Result<(), ServiceError> {
+        let mut data = serde_json::to_vec_pretty(self).unwrap_or_default();
+        data.push(b'\n');
+        crate::fsx::write_atomic(path, &data, 0o600, None)
+            .and_then(|()| crate::fsx::sync_dir(path.parent().unwrap_or(Path::new("/"))))
+            .map_err(|e| ServiceError::Record {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// The current digests of the inputs under `root`.
+pub fn digest(root: &Root) -> Record {
+    let mut inputs = BTreeMap::new();
+    for f in layout::FILES {
+        if matches!(f.member, Member::CertChain | Member::Key) {
+            continue;
+        }
+        inputs.insert(f.member.name().to_string(), content(root, f.path));
+    }
+    for p in PACKAGE_FILES {
+        inputs.insert(p.to_string(), content(root, p));
+    }
+    let unit = UNIT_DIRS
+        .iter()
+        .map(|d| format!("{d}/{UNIT}"))
+        .find(|p| root.resolve(Path::new(p)).is_ok_and(|h| h.exists()));
+    inputs.insert(
+        UNIT.to_string(),
+        unit.map_or_else(|| "absent".to_string(), |p| content(root, &p)),
+    );
+    for p in PROGRAMS {
+        let id = root
+            .resolve(Path::new(p))
+            .ok()
+            .and_then(|h| std::fs::metadata(h).ok())
+            .map_or_else(
+                || "absent".to_string(),
+                |m| format!("ino {} size {} mtime {}.{}", m.ino(), m.size(), m.mtime(), m.mtime_nsec()),
+            );
+        inputs.insert(p.to_string(), id);
+    }
+    Record { version: 1, inputs }
+}
+
+fn content(root: &Root, sys: &str) -> String {
+    let data = root
+        .resolve(Path::new(sys))
+        .ok()
+        .and_then(|h| std::fs::read(h).ok());
+    match data {
+        Some(d) => crate::package::fetch::hex(&Sha256::digest(&d)),
+        None => "absent".into(),
+    }
+}
+
+/// Names of the inputs that differ from the record (all, when there is none).
+pub fn changed(before: Option<&Record>, now: &Record) -> Vec<String> {
+    let Some(b) = before else {
+        return vec!["no record of what the running service started with".into()];
+    };
+    now.inputs
+        .iter()
+        .filter(|(k, v)| b.inputs.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}

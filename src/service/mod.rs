@@ -1,0 +1,332 @@
+//! The istio service through systemctl: daemon-reload when the unit changed, enable (the
+//! package does not, so without it the VM leaves the mesh at the next reboot), start
+//! when stopped, restart only when an input the proxy reads at start changed.
+//!
+//! Live (`--root /` on a system booted with systemd) vs offline (any other root, or no
+//! running systemd): offline, the unit is enabled with `systemctl --root` and nothing is
+//! started.
+
+pub mod inputs;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use thiserror::Error;
+
+use crate::root::Root;
+
+/// The sidecar's unit.
+pub const UNIT: &str = "istio.service";
+
+/// Where a unit file may be, in systemd's search order (admin's first).
+pub const UNIT_DIRS: &[&str] = &["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"];
+
+/// A service step that failed.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// systemctl is not there.
+    #[error("cannot run `{program}`: {reason}; install systemd, or re-run with --no-start")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        reason: String,
+    },
+    /// systemctl said no.
+    #[error("`{command}` failed ({status}): {output}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Exit status.
+        status: String,
+        /// Its output (last lines, one line).
+        output: String,
+    },
+    /// The unit is masked.
+    #[error("{UNIT} is masked, so it cannot start; run `systemctl unmask istio`, or re-run with --no-start")]
+    Masked,
+    /// The unit does not exist.
+    #[error("{UNIT} is not installed: the istio-sidecar package provides it (drop --no-package, or install the package), or re-run with --no-start")]
+    NoUnit,
+    /// Reading or writing vmagent's record of the inputs failed.
+    #[error("service inputs record '{path}': {reason}")]
+    Record {
+        /// Host path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How the service is handled for this root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The running systemd manages it: reload, enable, start, restart.
+    Live,
+    /// Enable only, with `systemctl --root`; the reason is shown.
+    Offline(String),
+}
+
+/// A systemctl to run.
+#[derive(Debug, Clone)]
+pub struct Systemctl {
+    program: PathBuf,
+    /// `--root=DIR` for offline operations.
+    root: Option<PathBuf>,
+}
+
+/// systemd's view of the unit (live only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitState {
+    /// LoadState (`loaded`, `not-found`, `masked`).
+    pub load: String,
+    /// ActiveState (`active`, `activating`, `inactive`, `failed`, ...).
+    pub active: String,
+    /// SubState (`running`, `auto-restart`, `dead`, ...).
+    pub sub: String,
+    /// Automatic restarts since the unit was last started by hand.
+    pub restarts: u32,
+    /// The unit file changed on disk since systemd loaded it.
+    pub need_reload: bool,
+}
+
+impl UnitState {
+    /// `active/running`.
+    pub fn describe(&self) -> String {
+        format!("{}/{}", self.active, self.sub)
+    }
+
+    /// Running or on its way there (including between automatic restarts).
+    pub fn is_up(&self) -> bool {
+        matches!(self.active.as_str(), "active" | "activating" | "reloading")
+    }
+}
+
+impl Systemctl {
+    /// The systemctl for `root`, and whether the service is live or offline there.
+    ///
+    /// Debug builds honour `VMAGENT_TEST_SYSTEMCTL=PROGRAM`: a stand-in service manager
+    /// treated as live, for tests that cannot run systemd (the VM test runs the real one).
+    pub fn for_root(root: &Root) -> (Systemctl, Mode) {
+        #[cfg(debug_assertions)]
+        if let Some(p) = std::env::var_os("VMAGENT_TEST_SYSTEMCTL") {
+            return (
+                Systemctl {
+                    program: PathBuf::from(p),
+                    root: None,
+                },
+                Mode::Live,
+            );
+        }
+        let program = PathBuf::from("systemctl");
+        if !root.is_live() {
+            let why = format!(
+                "--root is {}, not /: enabled offline, not started (it starts at the VM's next boot)",
+                root.base().display()
+            );
+            let s = Systemctl {
+                program,
+                root: Some(root.base().to_path_buf()),
+            };
+            return (s, Mode::Offline(why));
+        }
+        if !Path::new("/run/systemd/system").is_dir() {
+            let s = Systemctl {
+                program,
+                root: Some(PathBuf::from("/")),
+            };
+            return (
+                s,
+                Mode::Offline(
+                    "systemd is not running here (no /run/systemd/system): enabled offline, not started"
+                        .into(),
+                ),
+            );
+        }
+        (
+            Systemctl {
+                program,
+                root: None,
+            },
+            Mode::Live,
+        )
+    }
+
+    fn command(&self, args: &[&str]) -> (Command, String) {
+        let mut c = Command::new(&self.program);
+        let mut shown = vec!["systemctl".to_string()];
+        if let Some(r) = &self.root {
+            let a = format!("--root={}", r.display());
+            c.arg(&a);
+            shown.push(a);
+        }
+        c.args(args);
+        shown.extend(args.iter().map(|a| a.to_string()));
+        c.stdin(std::process::Stdio::null());
+        (c, shown.join(" "))
+    }
+
+    /// Runs systemctl; `ok` decides which exit codes are answers rather than failures.
+    fn run(&self, args: &[&str], ok: impl Fn(i32) -> bool) -> Result<(i32, String), ServiceError> {
+        let (mut c, shown) = self.command(args);
+        let out = c.output().map_err(|e| ServiceError::Spawn {
+            program: self.program.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let code = out.status.code().unwrap_or(-1);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if ok(code) {
+            tracing::debug!(command = %shown, code, "systemctl");
+            return Ok((code, stdout));
+        }
+        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+        if text.trim().is_empty() {
+            text = stdout;
+        }
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+        Err(ServiceError::Command {
+            command: shown,
+            status: out.status.to_string(),
+            output: crate::bundle::printable(&tail, 400),
+        })
+    }
+
+    /// `systemctl show` of the unit (live only).
+    pub fn show(&self) -> Result<UnitState, ServiceError> {
+        let (_, out) = self.run(
+            &[
+                "show",
+                UNIT,
+                "--property=LoadState,ActiveState,SubState,NRestarts,NeedDaemonReload",
+            ],
+            |c| c == 0,
+        )?;
+        let mut s = UnitState::default();
+        for line in out.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k {
+                "LoadState" => s.load = v.to_string(),
+                "ActiveState" => s.active = v.to_string(),
+                "SubState" => s.sub = v.to_string(),
+                "NRestarts" => s.restarts = v.parse().unwrap_or(0),
+                "NeedDaemonReload" => s.need_reload = v == "yes",
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+
+    /// `systemctl is-enabled`: the unit file state (`enabled`, `disabled`, `masked`, ...).
+    pub fn enablement(&self) -> Result<String, ServiceError> {
+        // is-enabled exits 1 for disabled (and 4 for no such unit): answers, not failures.
+        let (_, out) = self.run(&["is-enabled", UNIT], |c| c == 0 || c == 1 || c == 4)?;
+        Ok(out.lines().next().unwrap_or("").trim().to_string())
+    }
+
+    /// `systemctl <verb> istio.service` (or a bare verb like `daemon-reload`).
+    pub fn verb(&self, verb: &str) -> Result<(), ServiceError> {
+        if verb == "daemon-reload" {
+            self.run(&[verb], |c| c == 0)?;
+        } else {
+            self.run(&[verb, UNIT], |c| c == 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the service step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Outcome {
+    /// The systemctl commands run that changed something, in order.
+    pub actions: Vec<String>,
+    /// Why the service was restarted (the inputs that changed), when it was.
+    pub restart_reason: Option<String>,
+    /// Offline (not started): why.
+    pub offline: Option<String>,
+    /// The service is (now) running or starting: health can be waited for.
+    pub running: bool,
+}
+
+/// Runs the service step. `package_changed`: the package was installed or upgraded in
+/// this run (its unit may have changed). `before_start` runs right before a start or
+/// restart (the health follower skips the old process's lines).
+pub fn step(
+    root: &Root,
+    package_changed: bool,
+    before_start: &mut dyn FnMut(),
+) -> Result<Outcome, ServiceError> {
+    let (sc, mode) = Systemctl::for_root(root);
+    let mut out = Outcome::default();
+    if let Mode::Offline(why) = mode {
+        if !unit_file_exists(root) {
+            out.offline = Some(format!(
+                "{UNIT} is not installed under {}; nothing to enable",
+                root.base().display()
+            ));
+            return Ok(out);
+        }
+        match sc.enablement()?.as_str() {
+            "masked" | "masked-runtime" => return Err(ServiceError::Masked),
+            "disabled" | "" => {
+                sc.verb("enable")?;
+                out.actions.push("enable".into());
+            }
+            _ => {}
+        }
+        out.offline = Some(why);
+        return Ok(out);
+    }
+    let state = sc.show()?;
+    if state.load == "masked" {
+        return Err(ServiceError::Masked);
+    }
+    if package_changed || state.need_reload || state.load == "not-found" {
+        sc.verb("daemon-reload")?;
+        out.actions.push("daemon-reload".into());
+    }
+    let state = if out.actions.is_empty() { state } else { sc.show()? };
+    if state.load == "not-found" {
+        return Err(ServiceError::NoUnit);
+    }
+    match sc.enablement()?.as_str() {
+        "masked" | "masked-runtime" => return Err(ServiceError::Masked),
+        "disabled" | "" => {
+            sc.verb("enable")?;
+            out.actions.push("enable".into());
+        }
+        _ => {}
+    }
+    let record = inputs::Record::path(root)?;
+    let now = inputs::digest(root);
+    let before = inputs::Record::load(&record);
+    if state.is_up() {
+        let changed = inputs::changed(before.as_ref(), &now);
+        if !changed.is_empty() {
+            before_start();
+            sc.verb("restart")?;
+            out.actions.push("restart".into());
+            out.restart_reason = Some(changed.join(", "));
+        }
+    } else {
+        before_start();
+        sc.verb("start")?;
+        out.actions.push("start".into());
+    }
+    if before.as_ref() != Some(&now) {
+        now.store(&record)?;
+    }
+    out.running = true;
+    Ok(out)
+}
+
+/// Whether the unit file exists in the root (offline mode cannot ask systemd).
+fn unit_file_exists(root: &Root) -> bool {
+    UNIT_DIRS.iter().any(|d| {
+        root.resolve(&Path::new(d).join(UNIT))
+            .map(|p| p.exists())
+            .unwrap_or(false)
+    })
+}

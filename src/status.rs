@@ -1,0 +1,315 @@
+//! The status file `/run/vmagent/status.json` (world-readable, no secrets; rewritten
+//! atomically on every health change) and `vmagent status`, which combines it with what
+//! can be read right now: the readiness probe, systemd, token and certificate expiry,
+//! the package version. It works as a normal user and says what it could not read.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::probe::{Probe, Prober};
+use crate::health::{Failure, Health, State};
+use crate::layout;
+use crate::root::Root;
+use crate::timefmt::{now, rfc3339};
+
+/// Directory of the status file.
+pub const DIR: &str = "/run/vmagent";
+
+/// The status file.
+pub const FILE: &str = "/run/vmagent/status.json";
+
+/// Health as stored and shown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    /// `ready`, `starting`, `degraded`, `failed` or `unknown`.
+    pub state: String,
+    /// Failure kind (`token-rejected`, ...), when not ready.
+    pub reason: Option<String>,
+    /// The kind's one-line summary.
+    pub summary: Option<String>,
+    /// What to do.
+    pub hint: Option<String>,
+    /// Exit code of the failure kind (README, "Exit codes").
+    pub exit_code: Option<u8>,
+    /// Latest progress stage.
+    pub stage: Option<String>,
+    /// Evidence lines, verbatim.
+    #[serde(default)]
+    pub evidence: Vec<String>,
+    /// systemd's ActiveState/SubState.
+    pub service: Option<String>,
+    /// Automatic restarts seen.
+    #[serde(default)]
+    pub restarts: u32,
+    /// When this state began, RFC 3339.
+    pub since: Option<String>,
+    /// The same, Unix seconds.
+    pub since_unix: Option<i64>,
+}
+
+impl HealthView {
+    /// The view of a health that has been in its state since `since`.
+    pub fn of(h: &Health, since: i64) -> Self {
+        HealthView {
+            state: h.state.name().into(),
+            reason: h.failure.map(|f| f.name().into()),
+            summary: h.failure.map(|f| f.summary().into()),
+            hint: h.failure.map(|f| f.hint().into()),
+            exit_code: h.failure.map(Failure::exit_code),
+            stage: h.stage.map(|s| s.describe().into()),
+            evidence: h.evidence.clone(),
+            service: h.service.clone(),
+            restarts: h.restarts,
+            since: Some(rfc3339(since)),
+            since_unix: Some(since),
+        }
+    }
+
+    /// The one-line verdict.
+    pub fn line(&self) -> String {
+        match (&self.reason, &self.summary) {
+            (Some(r), Some(s)) if self.state != "ready" => format!("{}: {r}: {s}", self.state),
+            _ => match (&self.stage, self.state.as_str()) {
+                (_, "ready") => "ready: the proxy is in the mesh".into(),
+                (Some(st), "starting") => format!("starting: {st}"),
+                _ => self.state.clone(),
+            },
+        }
+    }
+}
+
+/// The last apply, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastApply {
+    /// When it ended, RFC 3339.
+    pub at: String,
+    /// `applied` or `up-to-date`.
+    pub result: String,
+    /// Its exit code.
+    pub exit_code: u8,
+    /// The bundle it applied.
+    pub bundle: String,
+}
+
+/// An expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expiry {
+    /// Whose (identity or certificate subject).
+    pub subject: Option<String>,
+    /// When, RFC 3339.
+    pub expires_at: Option<String>,
+    /// Seconds from now (negative: expired).
+    pub expires_in_seconds: Option<i64>,
+}
+
+impl Expiry {
+    fn at(subject: Option<String>, t: Option<i64>) -> Self {
+        Expiry {
+            subject,
+            expires_at: t.map(rfc3339),
+            expires_in_seconds: t.map(|t| t.saturating_sub(now())),
+        }
+    }
+}
+
+/// The status document (file and `vmagent status --output json`). Fields are only ever
+/// added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// vmagent version that wrote it.
+    pub vmagent: String,
+    /// When it was written, RFC 3339.
+    pub updated: String,
+    /// The proxy's health.
+    pub health: HealthView,
+    /// The token (identity and expiry; never the token).
+    pub token: Option<Expiry>,
+    /// The mesh root certificate.
+    pub root_cert: Option<Expiry>,
+    /// The workload certificate the agent got from istiod.
+    pub workload_cert: Option<Expiry>,
+    /// Installed istio-sidecar version.
+    pub package_version: Option<String>,
+    /// Whether the istio service is enabled at boot.
+    pub enabled: Option<String>,
+    /// The last apply.
+    pub last_apply: Option<LastApply>,
+    /// Things that could not be read (e.g. not running as root).
+    #[serde(default)]
+    pub unreadable: Vec<String>,
+}
+
+impl Status {
+    /// An empty status with `health`.
+    pub fn new(health: HealthView) -> Self {
+        Status {
+            vmagent: env!("CARGO_PKG_VERSION").into(),
+            updated: rfc3339(now()),
+            health,
+            token: None,
+            root_cert: None,
+            workload_cert: None,
+            package_version: None,
+            enabled: None,
+            last_apply: None,
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// Host path of the status file.
+    pub fn path(root: &Root) -> Option<PathBuf> {
+        root.resolve(Path::new(FILE)).ok()
+    }
+
+    /// Reads the status file: `Ok(None)` when there is none.
+    pub fn load(root: &Root) -> Result<Option<Status>, String> {
+        let Some(p) = Status::path(root) else {
+            return Ok(None);
+        };
+        match std::fs::read(&p) {
+            Ok(d) => serde_json::from_slice(&d)
+                .map(Some)
+                .map_err(|e| format!("{}: damaged ({e})", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        }
+    }
+
+    /// Writes the status file atomically (0644: health is no secret).
+    pub fn store(&mut self, root: &Root) -> Result<(), String> {
+        self.updated = rfc3339(now());
+        let dir = crate::apply::ensure_dir(root, Path::new(DIR), 0o755)
+            .map_err(|(p, e)| format!("{}: {e}", p.display()))?;
+        let p = dir.join("status.json");
+        let mut data = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        data.push(b'\n');
+        crate::fsx::write_atomic(&p, &data, 0o644, None).map_err(|e| format!("{}: {e}", p.display()))
+    }
+
+    /// Fills in the facts read from the root (token, certificates, package).
+    pub fn read_facts(&mut self, root: &Root) {
+        let file = |sys: &str| -> Result<Option<Vec<u8>>, String> {
+            let p = root.resolve(Path::new(sys)).map_err(|e| e.to_string())?;
+            match std::fs::read(&p) {
+                Ok(d) => Ok(Some(d)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+                    "{sys}: permission denied (run as root to see it)"
+                )),
+                Err(e) => Err(format!("{sys}: {e}")),
+            }
+        };
+        let path_of = |m| layout::file_for(m).map(|f| f.path).unwrap_or("");
+        let t = now();
+        match file(path_of(crate::bundle::Member::Token)) {
+            Ok(Some(d)) => {
+                if let Ok((tok, _)) = crate::bundle::token::parse(&d, t, true) {
+                    self.token = Some(Expiry::at(tok.sub, tok.exp));
+                }
+            }
+            Ok(None) => self.unreadable.push(format!(
+                "{}: missing (after a reboot: apply the bundle again, or run `vmagent daemon`)",
+                path_of(crate::bundle::Member::Token)
+            )),
+            Err(e) => self.unreadable.push(e),
+        }
+        for (member, slot) in [
+            (crate::bundle::Member::RootCert, &mut self.root_cert),
+            (crate::bundle::Member::CertChain, &mut self.workload_cert),
+        ] {
+            match file(path_of(member)) {
+                Ok(Some(d)) => {
+                    if let Ok(certs) = crate::bundle::pem::certificates(&d, member.name()) {
+                        let first = certs.iter().min_by_key(|c| c.not_after);
+                        *slot = first.map(|c| Expiry::at(Some(c.subject.clone()), Some(c.not_after)));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => self.unreadable.push(e),
+            }
+        }
+        if let Ok(fmt) = crate::package::os::format(root) {
+            if let Ok(v) = crate::package::install::installed(root, fmt) {
+                self.package_version = v;
+            }
+        }
+    }
+}
+
+/// `vmagent status`: the stored status refreshed with what can be seen now.
+pub fn current(root: &Root, ready_url: &str) -> Status {
+    let mut unreadable = Vec::new();
+    let stored = Status::load(root).unwrap_or_else(|e| {
+        unreadable.push(e);
+        None
+    });
+    let (sc, mode) = crate::service::Systemctl::for_root(root);
+    let unit = match mode {
+        crate::service::Mode::Live => sc.show().ok(),
+        crate::service::Mode::Offline(_) => None,
+    };
+    let enabled = sc.enablement().ok().filter(|s| !s.is_empty());
+    let probe = match mode {
+        crate::service::Mode::Live => Some(Prober::new(ready_url).probe()),
+        crate::service::Mode::Offline(_) => None,
+    };
+    let mut health = stored
+        .as_ref()
+        .map(|s| s.health.clone())
+        .unwrap_or_else(|| HealthView {
+            state: State::Unknown.name().into(),
+            ..HealthView::default()
+        });
+    let t = now();
+    let since_if = |h: &HealthView, state: State| {
+        if h.state == state.name() {
+            h.since_unix.unwrap_or(t)
+        } else {
+            t
+        }
+    };
+    match (&probe, &unit) {
+        (Some(Probe::Ready), u) => {
+            let since = since_if(&health, State::Ready);
+            let mut h = Health::unknown();
+            h.state = State::Ready;
+            h.service = u.as_ref().map(|u| u.describe());
+            health = HealthView::of(&h, since);
+        }
+        (_, Some(u)) if !u.is_up() => {
+            let since = since_if(&health, State::Failed);
+            let mut h = Health::unknown();
+            h.state = State::Failed;
+            h.failure = Some(Failure::ServiceFailed);
+            h.service = Some(u.describe());
+            h.evidence = vec![format!("systemd: {} is {}", crate::service::UNIT, u.describe())];
+            health = HealthView::of(&h, since);
+        }
+        (Some(p), u) => {
+            // Up but not ready: the stored reason (from the log) stands, unless it
+            // claimed ready.
+            if health.state == State::Ready.name() || health.state == State::Unknown.name() {
+                let mut h = Health::unknown();
+                h.state = State::Degraded;
+                h.failure = Some(Failure::NotReady);
+                h.evidence = vec![match p {
+                    Probe::NotReady(c) => format!("{ready_url} answered HTTP {c}"),
+                    Probe::Down(e) => format!("{ready_url}: {e}"),
+                    Probe::Ready => String::new(),
+                }];
+                h.service = u.as_ref().map(|u| u.describe());
+                health = HealthView::of(&h, t);
+            } else if let Some(u) = u {
+                health.service = Some(u.describe());
+            }
+        }
+        (None, _) => {}
+    }
+    let mut s = Status::new(health);
+    s.unreadable = unreadable;
+    s.enabled = enabled;
+    s.last_apply = stored.and_then(|s| s.last_apply);
+    s.read_facts(root);
+    s
+}

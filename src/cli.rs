@@ -232,7 +232,7 @@ fn check(c: CheckArgs) -> u8 {
                 }
                 Format::Text => {
                     for w in &b.warnings {
-                        report::err_line(&format!("warning: {w}"));
+                        report::info_line(&format!("warning: {w}"));
                     }
                     report::out(&format!(
                         "bundle {} is valid: {}\n",

@@ -258,7 +258,9 @@ pub fn service_text(o: &Outcome) -> String {
     let mut s = String::new();
     if let Some(sv) = &o.service {
         if sv.actions.is_empty() {
-            let _ = writeln!(s, "service: {} unchanged", crate::service::UNIT);
+            if sv.offline.is_none() {
+                let _ = writeln!(s, "service: {} unchanged", crate::service::UNIT);
+            }
         } else {
             let _ = write!(s, "service: {} {}", crate::service::UNIT, sv.actions.join(", "));
             if let Some(r) = &sv.restart_reason {

@@ -292,8 +292,12 @@ pub fn apply(
     } else {
         Status::Applied
     };
+    if let Some(cmd) = &installed_with {
+        tracing::info!(command = %cmd, "istio-sidecar package installed");
+    }
     if !plan.is_empty() {
         apply::execute(&root, &plan).map_err(|e| after_package(e.into(), &installed_with))?;
+        tracing::info!(actions = plan.steps.len(), root = %root.base().display(), "bundle applied");
     }
     let service = match &mut monitor {
         Some(m) => Some(
@@ -302,6 +306,14 @@ pub fn apply(
         ),
         None => None,
     };
+    if let Some(s) = &service {
+        tracing::info!(
+            actions = %s.actions.join(","),
+            restart_reason = s.restart_reason.as_deref().unwrap_or(""),
+            offline = s.offline.as_deref().unwrap_or(""),
+            "service step done"
+        );
+    }
     drop(lock);
     let mut o = Outcome {
         status,

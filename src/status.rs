@@ -73,6 +73,9 @@ impl HealthView {
             _ => match (&self.stage, self.state.as_str()) {
                 (_, "ready") => "ready: the proxy is in the mesh".into(),
                 (Some(st), "starting") => format!("starting: {st}"),
+                (_, "unknown") => {
+                    "unknown: no health recorded here yet (no live `vmagent apply` has run)".into()
+                }
                 _ => self.state.clone(),
             },
         }

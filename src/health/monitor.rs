@@ -314,3 +314,102 @@ impl Monitor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A monitor on a fresh log, probing a port where nothing listens.
+    fn fixture(unit: Option<UnitView>) -> (tempfile::TempDir, std::path::PathBuf, Monitor) {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("istio.log");
+        std::fs::write(&log, "").unwrap();
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/healthz/ready", dead.local_addr().unwrap());
+        drop(dead);
+        let f = Follower::new(std::slice::from_ref(&log)).unwrap();
+        (t, log, Monitor::new(Some(f), Prober::new(&url), unit))
+    }
+
+    fn append(log: &std::path::Path, line: &str) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+        writeln!(f, "2024-08-15T09:51:42.705907Z\t{line}").unwrap();
+    }
+
+    fn step(m: &mut Monitor) -> Health {
+        m.step(false, true, &mut |_| {});
+        m.health().clone()
+    }
+
+    #[test]
+    fn final_failures_fail_at_once_transient_ones_degrade() {
+        let (_t, log, mut m) = fixture(None);
+        append(&log, "warn\tsds\tfailed to warm certificate: dial tcp 10.0.0.5:15012: i/o timeout");
+        let h = step(&mut m);
+        assert_eq!((h.state, h.failure), (State::Degraded, Some(Failure::IstiodUnreachable)));
+        // An unknown error does not hide the known reason.
+        append(&log, "error\tfoo\tsomething odd");
+        let h = step(&mut m);
+        assert_eq!(h.failure, Some(Failure::IstiodUnreachable));
+        append(&log, "warn\tsds\tfailed to warm certificate: rpc error: code = Unauthenticated desc = request authenticate failure");
+        let h = step(&mut m);
+        assert_eq!((h.state, h.failure), (State::Failed, Some(Failure::TokenRejected)));
+        assert!(h.evidence[0].contains("request authenticate failure"), "{h:?}");
+    }
+
+    #[test]
+    fn ready_line_and_progress() {
+        let (_t, log, mut m) = fixture(None);
+        append(&log, "info\tcache\tgenerated new workload certificate\tlatency=1ms");
+        let h = step(&mut m);
+        assert_eq!((h.state, h.stage), (State::Starting, Some(Stage::CertificateReceived)));
+        append(&log, "info\tEnvoy proxy is ready");
+        assert_eq!(step(&mut m).state, State::Ready);
+    }
+
+    #[test]
+    fn restarts_make_a_crash_loop() {
+        let n = std::rc::Rc::new(std::cell::Cell::new(5u32));
+        let c = n.clone();
+        let view: UnitView = Box::new(move || {
+            Some(UnitState {
+                load: "loaded".into(),
+                active: "activating".into(),
+                sub: "auto-restart".into(),
+                restarts: c.get(),
+                need_reload: false,
+            })
+        });
+        let (_t, log, mut m) = fixture(Some(view));
+        append(&log, "error\tEnvoy exited with error: exit status 1");
+        assert_eq!(step(&mut m).state, State::Degraded);
+        // The baseline is the count when watching began (5), not zero.
+        n.set(5 + CRASH_LOOP - 1);
+        assert_eq!(step(&mut m).state, State::Degraded);
+        n.set(5 + CRASH_LOOP);
+        let h = step(&mut m);
+        assert_eq!((h.state, h.failure), (State::Failed, Some(Failure::CrashLoop)));
+        assert!(h.evidence[0].contains("Envoy exited"), "{h:?}");
+    }
+
+    #[test]
+    fn timeout_reports_the_last_transient_reason_or_not_ready() {
+        let (_t, _log, mut m) = fixture(None);
+        let h = m.wait(Duration::from_millis(300), &mut |_| {});
+        assert_eq!((h.state, h.failure), (State::Failed, Some(Failure::NotReady)));
+        let (_t, log, mut m) = fixture(None);
+        append(&log, "warn\tEnvoy proxy is NOT ready: config not received from XDS server");
+        let h = m.wait(Duration::from_millis(300), &mut |_| {});
+        assert_eq!((h.state, h.failure), (State::Failed, Some(Failure::IstiodUnreachable)));
+    }
+
+    #[test]
+    fn mark_forgets_earlier_lines() {
+        let (_t, log, mut m) = fixture(None);
+        append(&log, "warn\tsds\tfailed to warm certificate: rpc error: code = Unauthenticated desc = request authenticate failure");
+        m.mark();
+        let h = step(&mut m);
+        assert_eq!((h.state, h.failure), (State::Starting, None));
+    }
+}

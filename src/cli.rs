@@ -157,7 +157,10 @@ fn status(s: StatusArgs) -> u8 {
     };
     let (url, note) = match crate::config::Config::load(&root) {
         Ok(c) => (c.health.ready_url, None),
-        Err(e) => (crate::health::probe::DEFAULT_URL.to_string(), Some(e.to_string())),
+        Err(e) => (
+            crate::health::probe::DEFAULT_URL.to_string(),
+            Some(e.to_string()),
+        ),
     };
     let mut st = crate::status::current(&root, &url);
     st.unreadable.extend(note);

@@ -147,8 +147,12 @@ impl Config {
         if cfg.download.attempts == 0 {
             return Err(err("download.attempts must be at least 1".into()));
         }
-        if !cfg.health.ready_url.starts_with("http://") && !cfg.health.ready_url.starts_with("https://") {
-            return Err(err("health.ready_url must be an http:// or https:// URL".into()));
+        if !cfg.health.ready_url.starts_with("http://")
+            && !cfg.health.ready_url.starts_with("https://")
+        {
+            return Err(err(
+                "health.ready_url must be an http:// or https:// URL".into()
+            ));
         }
         if let Some(s) = &cfg.package.sha256 {
             if !is_sha256(s) {

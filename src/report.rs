@@ -135,7 +135,10 @@ impl Document {
         d.recovered = o.recovered.clone().unwrap_or_default();
         d.service = o.service.clone();
         if let Some(h) = &o.health {
-            d.health = Some(crate::status::HealthView::of(&h.health, crate::timefmt::now()));
+            d.health = Some(crate::status::HealthView::of(
+                &h.health,
+                crate::timefmt::now(),
+            ));
             d.waited_ms = Some(h.waited.as_millis() as u64);
         }
         d.exit_code = o.exit_code();
@@ -238,7 +241,12 @@ pub fn health_event(ev: crate::health::monitor::Event<'_>) {
             }
         }
         Event::Changed(h) => {
-            tracing::info!(state = h.state.name(), reason = h.failure.map(|f| f.name()), "health: {}", h.line());
+            tracing::info!(
+                state = h.state.name(),
+                reason = h.failure.map(|f| f.name()),
+                "health: {}",
+                h.line()
+            );
         }
     }
 }
@@ -262,7 +270,12 @@ pub fn service_text(o: &Outcome) -> String {
                 let _ = writeln!(s, "service: {} unchanged", crate::service::UNIT);
             }
         } else {
-            let _ = write!(s, "service: {} {}", crate::service::UNIT, sv.actions.join(", "));
+            let _ = write!(
+                s,
+                "service: {} {}",
+                crate::service::UNIT,
+                sv.actions.join(", ")
+            );
             if let Some(r) = &sv.restart_reason {
                 let _ = write!(s, " (changed: {r})");
             }
@@ -294,7 +307,11 @@ pub fn service_text(o: &Outcome) -> String {
                     let _ = writeln!(s, "  hint: {}", f.hint());
                 }
                 if let Some(sv) = &h.health.service {
-                    let _ = writeln!(s, "  service: {sv}, {} automatic restarts", h.health.restarts);
+                    let _ = writeln!(
+                        s,
+                        "  service: {sv}, {} automatic restarts",
+                        h.health.restarts
+                    );
                 }
                 for e in &h.health.evidence {
                     let _ = writeln!(s, "  evidence: {}", crate::bundle::printable(e, 600));
@@ -310,7 +327,11 @@ pub fn status_text(st: &crate::status::Status) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let h = &st.health;
-    let since = h.since.as_deref().map(|t| format!(" (since {t})")).unwrap_or_default();
+    let since = h
+        .since
+        .as_deref()
+        .map(|t| format!(" (since {t})"))
+        .unwrap_or_default();
     let _ = writeln!(s, "{}{since}", h.line());
     if let Some(hint) = &h.hint {
         let _ = writeln!(s, "  hint: {hint}");
@@ -352,7 +373,11 @@ pub fn status_text(st: &crate::status::Status) -> String {
     );
     match &st.last_apply {
         Some(a) => {
-            let _ = writeln!(s, "last apply:    {} at {} (exit {}), {}", a.result, a.at, a.exit_code, a.bundle);
+            let _ = writeln!(
+                s,
+                "last apply:    {} at {} (exit {}), {}",
+                a.result, a.at, a.exit_code, a.bundle
+            );
         }
         None => {
             let _ = writeln!(s, "last apply:    none recorded");

@@ -13,11 +13,11 @@ use crate::health::follow::Follower;
 use crate::health::monitor::{Event, Monitor};
 use crate::health::probe::Prober;
 use crate::health::{Health, State};
-use crate::service::{self, ServiceError};
-use crate::status::{HealthView, LastApply, Status as StatusDoc};
 use crate::package::{self, PackageError};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
 use crate::root::{Root, RootError};
+use crate::service::{self, ServiceError};
+use crate::status::{HealthView, LastApply, Status as StatusDoc};
 use crate::timefmt;
 
 /// Everything that can stop a run, each mapped to an exit code.
@@ -103,9 +103,9 @@ impl RunError {
             RunError::Plan(_) | RunError::Unsupported(_) => exit::PREREQUISITE,
             RunError::Config(_) => exit::INVALID,
             RunError::Package(e) => e.exit_code(),
-            RunError::Service(ServiceError::Spawn { .. } | ServiceError::NoUnit | ServiceError::Masked) => {
-                exit::PREREQUISITE
-            }
+            RunError::Service(
+                ServiceError::Spawn { .. } | ServiceError::NoUnit | ServiceError::Masked,
+            ) => exit::PREREQUISITE,
             RunError::Service(_) => exit::SERVICE,
             RunError::AfterPackage { cause, .. } => cause.exit_code(),
         }
@@ -195,7 +195,9 @@ pub struct Outcome {
 impl Outcome {
     /// The process exit code of this (successful) apply: the health's.
     pub fn exit_code(&self) -> u8 {
-        self.health.as_ref().map_or(exit::OK, HealthOutcome::exit_code)
+        self.health
+            .as_ref()
+            .map_or(exit::OK, HealthOutcome::exit_code)
     }
 }
 
@@ -355,10 +357,8 @@ fn monitor(root: &Root, cfg: &Config, warnings: &mut Vec<String>) -> Monitor {
         }
     };
     let (sc, mode) = service::Systemctl::for_root(root);
-    let unit: Option<crate::health::monitor::UnitView> =
-        (mode == service::Mode::Live).then(|| -> crate::health::monitor::UnitView {
-            Box::new(move || sc.show().ok())
-        });
+    let unit: Option<crate::health::monitor::UnitView> = (mode == service::Mode::Live)
+        .then(|| -> crate::health::monitor::UnitView { Box::new(move || sc.show().ok()) });
     Monitor::new(follower, Prober::new(&cfg.health.ready_url), unit)
 }
 
@@ -380,6 +380,11 @@ fn watch(
         _ => "up-to-date",
     };
     let last = |doc: &mut StatusDoc, h: &Health, since: i64| {
+        // A new stage or evidence line is not a new state: `since` stays.
+        let since = match doc.health.since_unix {
+            Some(t) if doc.health.state == h.state.name() => t,
+            _ => since,
+        };
         doc.health = HealthView::of(h, since);
         let code = HealthOutcome {
             health: h.clone(),

@@ -187,7 +187,8 @@ impl Status {
         let p = dir.join("status.json");
         let mut data = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
         data.push(b'\n');
-        crate::fsx::write_atomic(&p, &data, 0o644, None).map_err(|e| format!("{}: {e}", p.display()))
+        crate::fsx::write_atomic(&p, &data, 0o644, None)
+            .map_err(|e| format!("{}: {e}", p.display()))
     }
 
     /// Fills in the facts read from the root (token, certificates, package).
@@ -197,9 +198,9 @@ impl Status {
             match std::fs::read(&p) {
                 Ok(d) => Ok(Some(d)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
-                    "{sys}: permission denied (run as root to see it)"
-                )),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    Err(format!("{sys}: permission denied (run as root to see it)"))
+                }
                 Err(e) => Err(format!("{sys}: {e}")),
             }
         };
@@ -225,7 +226,8 @@ impl Status {
                 Ok(Some(d)) => {
                     if let Ok(certs) = crate::bundle::pem::certificates(&d, member.name()) {
                         let first = certs.iter().min_by_key(|c| c.not_after);
-                        *slot = first.map(|c| Expiry::at(Some(c.subject.clone()), Some(c.not_after)));
+                        *slot =
+                            first.map(|c| Expiry::at(Some(c.subject.clone()), Some(c.not_after)));
                     }
                 }
                 Ok(None) => {}
@@ -286,7 +288,11 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
             h.state = State::Failed;
             h.failure = Some(Failure::ServiceFailed);
             h.service = Some(u.describe());
-            h.evidence = vec![format!("systemd: {} is {}", crate::service::UNIT, u.describe())];
+            h.evidence = vec![format!(
+                "systemd: {} is {}",
+                crate::service::UNIT,
+                u.describe()
+            )];
             health = HealthView::of(&h, since);
         }
         (Some(p), u) => {

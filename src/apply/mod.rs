@@ -76,7 +76,13 @@ pub fn state_dir(root: &Root) -> Result<PathBuf, ApplyError> {
 /// failed with the error.
 pub fn ensure_dir(root: &Root, sys: &Path, mode: u32) -> Result<PathBuf, (PathBuf, io::Error)> {
     let mut dir = PathBuf::new();
-    for a in sys.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
+    for a in sys
+        .ancestors()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .skip(1)
+    {
         dir = root
             .resolve(a)
             .map_err(|e| (a.to_path_buf(), io::Error::other(e.to_string())))?;

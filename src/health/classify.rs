@@ -89,7 +89,10 @@ pub const RULES: &[Rule] = &[
     ),
     Rule {
         class: F(Failure::TokenMissing),
-        any: &["istio-token: no such file", "istio-token: permission denied"],
+        any: &[
+            "istio-token: no such file",
+            "istio-token: permission denied",
+        ],
         with: &[],
         not: &[],
     },
@@ -119,10 +122,7 @@ pub const RULES: &[Rule] = &[
         &["certificate signed by unknown authority"],
     ),
     // istio-iptables on restart over leftover rules (#52835).
-    rule(
-        F(Failure::IptablesLeftovers),
-        &["Chain already exists"],
-    ),
+    rule(F(Failure::IptablesLeftovers), &["Chain already exists"]),
     // `iptables v1.8.7 (legacy): can't initialize iptables table `nat': Table does not
     // exist (do you need to insmod?)`, `unable to initialize table 'nat'`.
     rule(
@@ -187,7 +187,11 @@ pub const RULES: &[Rule] = &[
     ),
     rule(
         P(Stage::XdsConnected),
-        &["connected to upstream XDS server"],
+        // Istio >= 1.22 mostly uses delta xDS: `connected to delta upstream XDS server`.
+        &[
+            "connected to upstream XDS server",
+            "connected to delta upstream XDS server",
+        ],
     ),
     // Any other error-level line: reported verbatim. Agent text and JSON logs, Envoy's
     // istio.err.log (`<ts>\terror\tenvoy ...`, `[ts][pid][critical][main] ...`).
@@ -221,7 +225,9 @@ struct Prepared {
 }
 
 fn finders(v: &'static [&'static str]) -> Vec<memmem::Finder<'static>> {
-    v.iter().map(|s| memmem::Finder::new(s.as_bytes())).collect()
+    v.iter()
+        .map(|s| memmem::Finder::new(s.as_bytes()))
+        .collect()
 }
 
 /// Every anchor of the table, in table order (the benchmark's grep pattern list).

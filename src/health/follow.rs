@@ -322,7 +322,8 @@ impl Follower {
                     });
                 } else {
                     let room = max.saturating_sub(log.partial.len());
-                    log.partial.extend_from_slice(&piece[..piece.len().min(room)]);
+                    log.partial
+                        .extend_from_slice(&piece[..piece.len().min(room)]);
                     on_line(Line {
                         log: i,
                         bytes: &log.partial,

@@ -188,8 +188,12 @@ impl Monitor {
                     h.evidence = self.recent.clone();
                 }
                 if h.evidence.is_empty() {
-                    h.evidence
-                        .push(format!("systemd: {} is {}, {} restarts", crate::service::UNIT, u.describe(), h.restarts));
+                    h.evidence.push(format!(
+                        "systemd: {} is {}, {} restarts",
+                        crate::service::UNIT,
+                        u.describe(),
+                        h.restarts
+                    ));
                 }
             }
         }
@@ -345,25 +349,43 @@ mod tests {
     #[test]
     fn final_failures_fail_at_once_transient_ones_degrade() {
         let (_t, log, mut m) = fixture(None);
-        append(&log, "warn\tsds\tfailed to warm certificate: dial tcp 10.0.0.5:15012: i/o timeout");
+        append(
+            &log,
+            "warn\tsds\tfailed to warm certificate: dial tcp 10.0.0.5:15012: i/o timeout",
+        );
         let h = step(&mut m);
-        assert_eq!((h.state, h.failure), (State::Degraded, Some(Failure::IstiodUnreachable)));
+        assert_eq!(
+            (h.state, h.failure),
+            (State::Degraded, Some(Failure::IstiodUnreachable))
+        );
         // An unknown error does not hide the known reason.
         append(&log, "error\tfoo\tsomething odd");
         let h = step(&mut m);
         assert_eq!(h.failure, Some(Failure::IstiodUnreachable));
         append(&log, "warn\tsds\tfailed to warm certificate: rpc error: code = Unauthenticated desc = request authenticate failure");
         let h = step(&mut m);
-        assert_eq!((h.state, h.failure), (State::Failed, Some(Failure::TokenRejected)));
-        assert!(h.evidence[0].contains("request authenticate failure"), "{h:?}");
+        assert_eq!(
+            (h.state, h.failure),
+            (State::Failed, Some(Failure::TokenRejected))
+        );
+        assert!(
+            h.evidence[0].contains("request authenticate failure"),
+            "{h:?}"
+        );
     }
 
     #[test]
     fn ready_line_and_progress() {
         let (_t, log, mut m) = fixture(None);
-        append(&log, "info\tcache\tgenerated new workload certificate\tlatency=1ms");
+        append(
+            &log,
+            "info\tcache\tgenerated new workload certificate\tlatency=1ms",
+        );
         let h = step(&mut m);
-        assert_eq!((h.state, h.stage), (State::Starting, Some(Stage::CertificateReceived)));
+        assert_eq!(
+            (h.state, h.stage),
+            (State::Starting, Some(Stage::CertificateReceived))
+        );
         append(&log, "info\tEnvoy proxy is ready");
         assert_eq!(step(&mut m).state, State::Ready);
     }
@@ -389,7 +411,10 @@ mod tests {
         assert_eq!(step(&mut m).state, State::Degraded);
         n.set(5 + CRASH_LOOP);
         let h = step(&mut m);
-        assert_eq!((h.state, h.failure), (State::Failed, Some(Failure::CrashLoop)));
+        assert_eq!(
+            (h.state, h.failure),
+            (State::Failed, Some(Failure::CrashLoop))
+        );
         assert!(h.evidence[0].contains("Envoy exited"), "{h:?}");
     }
 
@@ -397,11 +422,20 @@ mod tests {
     fn timeout_reports_the_last_transient_reason_or_not_ready() {
         let (_t, _log, mut m) = fixture(None);
         let h = m.wait(Duration::from_millis(300), &mut |_| {});
-        assert_eq!((h.state, h.failure), (State::Failed, Some(Failure::NotReady)));
+        assert_eq!(
+            (h.state, h.failure),
+            (State::Failed, Some(Failure::NotReady))
+        );
         let (_t, log, mut m) = fixture(None);
-        append(&log, "warn\tEnvoy proxy is NOT ready: config not received from XDS server");
+        append(
+            &log,
+            "warn\tEnvoy proxy is NOT ready: config not received from XDS server",
+        );
         let h = m.wait(Duration::from_millis(300), &mut |_| {});
-        assert_eq!((h.state, h.failure), (State::Failed, Some(Failure::IstiodUnreachable)));
+        assert_eq!(
+            (h.state, h.failure),
+            (State::Failed, Some(Failure::IstiodUnreachable))
+        );
     }
 
     #[test]

@@ -104,7 +104,15 @@ pub fn digest(root: &Root) -> Record {
             .and_then(|h| std::fs::metadata(h).ok())
             .map_or_else(
                 || "absent".to_string(),
-                |m| format!("ino {} size {} mtime {}.{}", m.ino(), m.size(), m.mtime(), m.mtime_nsec()),
+                |m| {
+                    format!(
+                        "ino {} size {} mtime {}.{}",
+                        m.ino(),
+                        m.size(),
+                        m.mtime(),
+                        m.mtime_nsec()
+                    )
+                },
             );
         inputs.insert(p.to_string(), id);
     }

@@ -19,7 +19,11 @@ use crate::root::Root;
 pub const UNIT: &str = "istio.service";
 
 /// Where a unit file may be, in systemd's search order (admin's first).
-pub const UNIT_DIRS: &[&str] = &["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"];
+pub const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
 
 /// A service step that failed.
 #[derive(Debug, Error)]
@@ -183,7 +187,11 @@ impl Systemctl {
         if text.trim().is_empty() {
             text = stdout;
         }
-        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
         Err(ServiceError::Command {
             command: shown,
@@ -287,7 +295,11 @@ pub fn step(
         sc.verb("daemon-reload")?;
         out.actions.push("daemon-reload".into());
     }
-    let state = if out.actions.is_empty() { state } else { sc.show()? };
+    let state = if out.actions.is_empty() {
+        state
+    } else {
+        sc.show()?
+    };
     if state.load == "not-found" {
         return Err(ServiceError::NoUnit);
     }

@@ -18,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use inotify::{Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 /// Default cut-off for one delivered line: longer lines are delivered cut to this.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -70,9 +70,10 @@ struct Log {
 pub struct Follower {
     inotify: Inotify,
     logs: Vec<Log>,
-    /// Logs' directories with a watch, with the inode watched (a directory deleted and
-    /// made again needs a new watch).
-    watched: Vec<(PathBuf, u64, u64)>,
+    /// Logs' directories with a watch, with the watch and the inode watched. A watch
+    /// inotify dropped (IN_IGNORED: the directory was deleted) is forgotten, so a
+    /// directory made again gets a new one even when the filesystem reuses the inode.
+    watched: Vec<(PathBuf, WatchDescriptor, u64, u64)>,
     buf: Vec<u8>,
     max_line: usize,
 }
@@ -171,15 +172,31 @@ impl Follower {
     pub fn poll(&mut self, mut on_line: impl FnMut(Line<'_>)) -> io::Result<()> {
         let mut events = [0u8; 4096];
         loop {
+            let mut dropped: Vec<WatchDescriptor> = Vec::new();
+            let mut overflow = false;
             match self.inotify.read_events(&mut events) {
                 Ok(ev) => {
-                    if ev.count() == 0 {
+                    let mut n = 0;
+                    for e in ev {
+                        n += 1;
+                        if e.mask.contains(EventMask::IGNORED) {
+                            dropped.push(e.wd.clone());
+                        }
+                        overflow |= e.mask.contains(EventMask::Q_OVERFLOW);
+                    }
+                    if n == 0 {
                         break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             }
+            if overflow {
+                // IN_IGNORED events may be among the lost: re-add every watch (adding an
+                // existing one is harmless).
+                self.watched.clear();
+            }
+            self.watched.retain(|(_, wd, _, _)| !dropped.contains(wd));
         }
         self.refresh_watches()?;
         for i in 0..self.logs.len() {
@@ -205,20 +222,20 @@ impl Follower {
                 if self
                     .watched
                     .iter()
-                    .any(|(p, d, n)| *p == dir && *d == dev && *n == ino)
+                    .any(|(p, _, d, n)| *p == dir && *d == dev && *n == ino)
                 {
                     continue;
                 }
-                self.inotify.watches().add(&dir, dir_mask())?;
-                self.watched.retain(|(p, _, _)| *p != dir);
-                self.watched.push((dir, dev, ino));
+                let wd = self.inotify.watches().add(&dir, dir_mask())?;
+                self.watched.retain(|(p, _, _, _)| *p != dir);
+                self.watched.push((dir, wd, dev, ino));
                 continue;
             }
             let mut up = dir.parent();
             while let Some(a) = up {
                 if a.is_dir() {
                     // A log's own directory keeps its fuller mask (adding would replace it).
-                    if !self.watched.iter().any(|(w, _, _)| w == a) {
+                    if !self.watched.iter().any(|(w, _, _, _)| w == a) {
                         self.inotify.watches().add(a, ancestor_mask())?;
                     }
                     // Not recorded: the ancestor's watch is re-added (merged) until the
@@ -253,6 +270,9 @@ impl Follower {
             if same {
                 return Ok(());
             }
+            // The writer may have appended to the old file after the drain above and
+            // before the rename we just saw: read it to its end once more.
+            self.drain(i, on_line)?;
             // Rotated (or created): the old file was read to its end above; a line
             // left without its newline there is complete now.
             let log = &mut self.logs[i];

@@ -308,6 +308,25 @@ fn copytruncate_restarts_at_zero() {
 }
 
 #[test]
+fn rewritten_past_the_old_end_before_a_poll_is_read_from_zero() {
+    // Older istio-start.sh starts the agent with `> istio.log`: the file is truncated and
+    // the new process may write more than the old size before the follower looks.
+    let (_d, p) = tmp_log();
+    let mut w = appender(&p);
+    let mut f = Follower::new(std::slice::from_ref(&p)).unwrap();
+    put(&mut w, "2024-08-15T09:51:42.000001Z\told run\n");
+    expect0(&mut f, &["2024-08-15T09:51:42.000001Z\told run"]);
+    drop(w);
+    let new: Vec<String> = (0..20)
+        .map(|i| format!("2024-08-15T09:52:00.{i:06}Z\tnew run line {i}"))
+        .collect();
+    let body: String = new.iter().map(|l| format!("{l}\n")).collect();
+    fs::write(&p, body).unwrap(); // O_TRUNC, then far past the old end
+    let want: Vec<&str> = new.iter().map(String::as_str).collect();
+    expect0(&mut f, &want);
+}
+
+#[test]
 fn copytruncate_seen_before_new_writes() {
     let (_d, p) = tmp_log();
     let mut w = appender(&p);

@@ -54,6 +54,63 @@ struct Open {
     dev: u64,
     ino: u64,
     offset: u64,
+    /// The file's first bytes as read (up to [`HEAD`]): when they change, the file was
+    /// truncated and written again, even if it has grown past `offset` since (older
+    /// istio-start.sh versions start the agent with `> istio.log`).
+    head: Vec<u8>,
+}
+
+/// Bytes of a file's start kept to recognise it was rewritten.
+const HEAD: usize = 128;
+
+impl Open {
+    fn new(file: File, m: &std::fs::Metadata, offset: u64) -> io::Result<Self> {
+        let mut o = Open {
+            dev: m.dev(),
+            ino: m.ino(),
+            offset,
+            head: Vec::new(),
+            file,
+        };
+        o.refresh_head()?;
+        Ok(o)
+    }
+
+    /// Reads the first bytes up to `offset` (at most [`HEAD`]) into `head`.
+    fn refresh_head(&mut self) -> io::Result<()> {
+        let want = (self.offset as usize).min(HEAD);
+        if self.head.len() < want {
+            let mut b = vec![0; want];
+            let n = read_full_at(&self.file, &mut b)?;
+            b.truncate(n);
+            self.head = b;
+        }
+        Ok(())
+    }
+
+    /// Whether the start of the file is still what was read.
+    fn same_head(&self) -> io::Result<bool> {
+        if self.head.is_empty() {
+            return Ok(true);
+        }
+        let mut b = vec![0; self.head.len()];
+        let n = read_full_at(&self.file, &mut b)?;
+        Ok(n == self.head.len() && b == self.head)
+    }
+}
+
+fn read_full_at(f: &File, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// One followed path.
@@ -140,12 +197,7 @@ impl Follower {
             log.open = match File::open(&log.path) {
                 Ok(file) => {
                     let m = file.metadata()?;
-                    Some(Open {
-                        offset: m.len(),
-                        dev: m.dev(),
-                        ino: m.ino(),
-                        file,
-                    })
+                    Some(Open::new(file, &m, m.len())?)
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
@@ -288,12 +340,7 @@ impl Follower {
             log.open = match File::open(&log.path) {
                 Ok(file) => {
                     let m = file.metadata()?;
-                    Some(Open {
-                        dev: m.dev(),
-                        ino: m.ino(),
-                        offset: 0,
-                        file,
-                    })
+                    Some(Open::new(file, &m, 0)?)
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
@@ -309,8 +356,8 @@ impl Follower {
             return Ok(());
         };
         let size = open.file.metadata()?.len();
-        if size < open.offset {
-            // Truncated in place (copytruncate): what we had of a line is all there is.
+        if size < open.offset || !open.same_head()? {
+            // Truncated in place (copytruncate, `>`): what we had of a line is all there is.
             if log.partial_len > 0 {
                 on_line(Line {
                     log: i,
@@ -321,11 +368,15 @@ impl Follower {
                 log.partial_len = 0;
             }
             open.offset = 0;
+            open.head.clear();
             open.file.seek(SeekFrom::Start(0))?;
         }
         loop {
+            if open.head.len() < HEAD && (open.head.len() as u64) < open.offset {
+                open.refresh_head()?;
+            }
             let n = match open.file.read(&mut self.buf) {
-                Ok(0) => return Ok(()),
+                Ok(0) => return open.refresh_head(),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),

@@ -222,10 +222,8 @@ impl Monitor {
         self.set(h);
     }
 
-    /// One round: new log lines, then (when asked) systemd and the probe. Returns
-    /// whether the health changed.
-    pub fn step(&mut self, probe: bool, unit: bool, on: &mut dyn FnMut(Event<'_>)) -> bool {
-        let before = self.health.clone();
+    /// New classified lines of the logs.
+    fn read_lines(&mut self) -> Vec<(Class, String)> {
         let mut lines: Vec<(Class, String)> = Vec::new();
         if let Some(f) = &mut self.follower {
             let c = &self.classifier;
@@ -240,7 +238,14 @@ impl Monitor {
                 self.follower = None;
             }
         }
-        for (class, text) in lines {
+        lines
+    }
+
+    /// One round: new log lines, then (when asked) systemd and the probe. Returns
+    /// whether the health changed.
+    pub fn step(&mut self, probe: bool, unit: bool, on: &mut dyn FnMut(Event<'_>)) -> bool {
+        let before = self.health.clone();
+        for (class, text) in self.read_lines() {
             self.on_line(class, &text);
             on(Event::Line { class, text: &text });
         }
@@ -255,6 +260,13 @@ impl Monitor {
             self.probe_now = false;
             let p = self.prober.probe();
             self.on_probe(&p);
+            if p == Probe::Ready {
+                // Show the lines that led here (they may have arrived during the
+                // probe); ready stands whatever they say.
+                for (class, text) in self.read_lines() {
+                    on(Event::Line { class, text: &text });
+                }
+            }
         }
         let changed = before != self.health;
         if changed {

@@ -259,12 +259,16 @@ pub struct Outcome {
 }
 
 /// Runs the service step. `package_changed`: the package was installed or upgraded in
-/// this run (its unit may have changed). `before_start` runs right before a start or
-/// restart (the health follower skips the old process's lines).
+/// this run (its unit may have changed). `new_run` is called where the new process's
+/// log lines begin, so the health follower skips everything before: right before a
+/// `start` (nothing else is running), and right after a `restart` returns (systemctl
+/// waits for the old process to stop, and the old agent keeps logging while it drains
+/// for seconds; the new process first sets up iptables, so its first agent lines come
+/// later).
 pub fn step(
     root: &Root,
     package_changed: bool,
-    before_start: &mut dyn FnMut(),
+    new_run: &mut dyn FnMut(),
 ) -> Result<Outcome, ServiceError> {
     let (sc, mode) = Systemctl::for_root(root);
     let mut out = Outcome::default();
@@ -317,13 +321,13 @@ pub fn step(
     if state.is_up() {
         let changed = inputs::changed(before.as_ref(), &now);
         if !changed.is_empty() {
-            before_start();
             sc.verb("restart")?;
+            new_run();
             out.actions.push("restart".into());
             out.restart_reason = Some(changed.join(", "));
         }
     } else {
-        before_start();
+        new_run();
         sc.verb("start")?;
         out.actions.push("start".into());
     }

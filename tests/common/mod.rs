@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_systemd;
 pub mod output;
 pub mod packages;
 pub mod server;

@@ -6,6 +6,8 @@
 //! /var/lib/istio/envoy/{sidecar.env,envoy_bootstrap_tmpl.json} as conffiles), the same
 //! Depends, and a postinst doing what the real one does (create istio-proxy, make the
 //! /etc/istio -> /var/lib/istio link when absent, create and chown the directories).
+//! The stand-in pilot-agent plays a health scenario chosen per root ([`set_scenario`]),
+//! writing Istio's real log lines, for the health tests (tests/health.rs).
 //! dpkg and rpm run maintainer scripts chrooted into the root, so roots get a static
 //! busybox as /bin/sh.
 
@@ -53,6 +55,194 @@ chown istio-proxy:istio-proxy /var/lib/istio/envoy /var/lib/istio/config /var/lo
 chmod 2755 /usr/local/bin/envoy /usr/local/bin/pilot-agent
 "#;
 
+/// Where a test root names the scenario the stand-in pilot-agent plays.
+pub const SCENARIO_FILE: &str = "/etc/istio-fixture/scenario";
+
+/// The file that stands for "Envoy answers 200 on /healthz/ready": the stand-in creates
+/// it when ready, and `istio-start.sh clean` (the unit's ExecStopPost) removes it, so
+/// readiness goes away with the process.
+pub const READY_FILE: &str = "/run/istio-fixture/ready";
+
+/// The scenarios the stand-in pilot-agent knows.
+pub const SCENARIOS: &[&str] = &[
+    "ready",
+    "token-expired",
+    "ca-mismatch",
+    "istiod-unreachable",
+    "crash",
+    "silent",
+];
+
+/// Makes the stand-in pilot-agent in `root` play `scenario` from its next start.
+pub fn set_scenario(root: &Path, scenario: &str) {
+    assert!(SCENARIOS.contains(&scenario), "unknown scenario {scenario}");
+    let p = root.join(SCENARIO_FILE.trim_start_matches('/'));
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, format!("{scenario}\n")).unwrap();
+}
+
+/// The stand-in istio-start.sh: like the real one it runs `pilot-agent proxy` with its
+/// stdout appended to /var/log/istio/istio.log and its stderr (Envoy's) to
+/// istio.err.log; `clean` (the unit's ExecStopPost) takes the readiness endpoint down.
+/// Paths are under `$FIXTURE_ROOT` (the tests' fake systemd sets it to the target root;
+/// unset on a real VM).
+const ISTIO_START: &str = r#"#!/bin/sh
+# stand-in istio-start.sh (vmagent test fixture)
+R="${FIXTURE_ROOT:-}"
+if [ "${1:-}" = clean ]; then
+    rm -f "$R/run/istio-fixture/ready"
+    exit 0
+fi
+mkdir -p "$R/var/log/istio"
+exec "$R/usr/local/bin/pilot-agent" proxy >> "$R/var/log/istio/istio.log" 2>> "$R/var/log/istio/istio.err.log"
+"#;
+
+/// The stand-in pilot-agent. `pilot-agent proxy` plays the scenario named in
+/// `$FIXTURE_ROOT/etc/istio-fixture/scenario` (default `ready`), writing Istio's real
+/// line format (`<ts>\t<level>\t[<scope>\t]<message>`) on stdout (the agent) and
+/// stderr (Envoy):
+/// - `ready`: the healthy start sequence, then (a second later, as Envoy applies its
+///   first configuration) creates the ready file and stays up;
+/// - `token-expired`: start lines, then `sds failed to warm certificate ... request
+///   authenticate failure` every 0.1 s, staying up; like the real agent (which reads the
+///   token file on every attempt) it stops complaining once the token file changes;
+/// - `ca-mismatch`: start lines, then `... x509: certificate signed by unknown
+///   authority` every 0.5 s, staying up (the root it started with stays in memory);
+/// - `istiod-unreachable`: start lines, then `... dial tcp 10.0.0.5:15012: i/o timeout`
+///   every 0.5 s, never ready;
+/// - `crash`: start lines, `Envoy exited with error: exit status 1`, exit 1;
+/// - `silent`: start lines only, never ready, no errors.
+///
+/// SIGTERM (systemd's stop, KillMode=mixed) starts a drain like the real agent's
+/// (terminationDrainDuration, here 0.5 s instead of 5 s): not ready any more, the
+/// scenario's retries go on, then the real termination lines and exit 0. It stays up
+/// while `$FIXTURE_ROOT` exists (forever when unset).
+const PILOT_AGENT: &str = r#"#!/bin/sh
+# stand-in pilot-agent {version} (vmagent test fixture)
+if [ "${1:-}" != proxy ]; then
+    echo "pilot-agent $*"
+    exit 0
+fi
+term=
+trap 'term=1' TERM
+R="${FIXTURE_ROOT:-}"
+TAB=$(printf '\t')
+scenario=ready
+if [ -r "$R/etc/istio-fixture/scenario" ]; then
+    read -r scenario < "$R/etc/istio-fixture/scenario" || true
+fi
+READY="$R/run/istio-fixture/ready"
+rm -f "$READY"
+
+# line LEVEL [SCOPE] MESSAGE [k=v]: one Istio log line.
+line() {
+    l=$(date -u +%Y-%m-%dT%H:%M:%S.000000Z)
+    for f in "$@"; do l="$l$TAB$f"; done
+    printf '%s\n' "$l"
+}
+alive() { [ -z "$R" ] || [ -d "$R" ]; }
+
+# up EVERY [COMMAND...]: stays up in 0.1 s ticks, running COMMAND every EVERY ticks
+# (retries); after SIGTERM goes on for the 0.5 s drain, then terminates.
+up() {
+    every=$1
+    shift
+    t=0
+    drain=-1
+    while alive; do
+        if [ -n "$term" ] && [ $drain -lt 0 ]; then
+            rm -f "$READY"
+            line info "Status server has successfully terminated"
+            line info "Agent draining Proxy for termination"
+            line info "Graceful termination period is 500ms, starting..."
+            drain=5
+        fi
+        if [ $drain -eq 0 ]; then
+            line info "Graceful termination period complete, terminating remaining proxies."
+            line warn "Aborting proxy"
+            line info "Envoy aborted normally"
+            line warn "Aborted proxy instance"
+            line info "Agent has successfully terminated"
+            exit 0
+        fi
+        if [ $# -gt 0 ] && [ $((t % every)) -eq 0 ]; then
+            "$@"
+        fi
+        t=$((t + 1))
+        if [ $drain -gt 0 ]; then drain=$((drain - 1)); fi
+        sleep 0.1
+    done
+    exit 0
+}
+
+start_lines() {
+    line info "Proxy role" "ips=[10.0.0.10] type=sidecar id=vm-app.vm-ns domain=vm-ns.svc.cluster.local"
+    line info "CA Endpoint istiod.istio-system.svc:15012, provider Citadel"
+    line info "Opening status port 15020"
+    line info "Starting proxy agent"
+    line info "Envoy command: [-c etc/istio/proxy/envoy-rev.json --drain-time-s 45 --drain-strategy immediate --local-address-ip-version v4 --file-flush-interval-msec 1000 --disable-hot-restart --allow-unknown-static-fields -l warning --component-log-level misc:error]"
+    line warning "envoy main external/envoy/source/server/server.cc:843" "Usage of the deprecated runtime key overload.global_downstream_max_connections, consider switching to envoy.resource_monitors.downstream_connections instead." "thread=8" >&2
+}
+
+WARM="failed to warm certificate: failed to generate workload certificate: create certificate: rpc error"
+TOKEN="$R/var/run/secrets/tokens/istio-token"
+token_sum() { if [ -r "$TOKEN" ]; then cksum < "$TOKEN"; fi; }
+seen=$(token_sum)
+
+rejected() {
+    l=$(line warn sds "$WARM: code = Unauthenticated desc = request authenticate failure")
+    if [ "$(token_sum)" = "$seen" ]; then
+        printf '%s\n' "$l"
+    fi
+}
+untrusted() {
+    line warn sds "$WARM: code = Unavailable desc = connection error: desc = \"transport: authentication handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority\""
+}
+unreachable() {
+    line warn sds "$WARM: code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial tcp 10.0.0.5:15012: i/o timeout\""
+    line warn xdsproxy "upstream [1] terminated with unexpected error rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial tcp 10.0.0.5:15012: i/o timeout\""
+}
+
+case "$scenario" in
+ready)
+    start_lines
+    line info cache "generated new workload certificate" "latency=118.97ms ttl=23h59m59.06s"
+    line info xdsproxy "connected to upstream XDS server: istiod.istio-system.svc:15012" "id=1"
+    # Envoy takes a moment to apply its first configuration.
+    sleep 1
+    mkdir -p "$R/run/istio-fixture"
+    [ -n "$term" ] || echo $$ > "$READY"
+    up 1
+    ;;
+token-expired)
+    start_lines
+    up 1 rejected
+    ;;
+ca-mismatch)
+    start_lines
+    up 5 untrusted
+    ;;
+istiod-unreachable)
+    start_lines
+    up 5 unreachable
+    ;;
+crash)
+    start_lines
+    line critical "envoy main external/envoy/source/server/server.cc:117" "error initializing configuration 'etc/istio/proxy/envoy-rev.json': Proto constraint validation failed" "thread=14" >&2
+    line error "Envoy exited with error: exit status 1"
+    exit 1
+    ;;
+silent)
+    start_lines
+    up 1
+    ;;
+*)
+    line error "stand-in pilot-agent: unknown scenario '$scenario'"
+    exit 2
+    ;;
+esac
+"#;
+
 /// What a fixture package looks like.
 #[derive(Clone, Debug)]
 pub struct Fixture {
@@ -85,17 +275,11 @@ impl Fixture {
     fn stage(&self, tree: &Path) {
         let bin = tree.join("usr/local/bin");
         fs::create_dir_all(&bin).unwrap();
-        let agent = format!(
-            "#!/bin/sh\n# stand-in pilot-agent {}\necho \"pilot-agent $*\"\n",
-            self.version
-        );
+        let agent = PILOT_AGENT.replace("{version}", &self.version);
         for (name, body) in [
             ("pilot-agent", agent.as_str()),
             ("envoy", "#!/bin/sh\necho envoy stand-in\n"),
-            (
-                "istio-start.sh",
-                "#!/bin/sh\nexec /usr/local/bin/pilot-agent proxy\n",
-            ),
+            ("istio-start.sh", ISTIO_START),
         ] {
             fs::write(bin.join(name), body).unwrap();
             fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755)).unwrap();

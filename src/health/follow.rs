@@ -123,6 +123,19 @@ struct Log {
     partial_len: usize,
 }
 
+/// Delivers a line left without its newline (the file it was in is done with).
+fn flush(partial: &mut Vec<u8>, len: &mut usize, i: usize, on_line: &mut impl FnMut(Line<'_>)) {
+    if *len > 0 {
+        on_line(Line {
+            log: i,
+            bytes: partial,
+            len: *len,
+        });
+        partial.clear();
+        *len = 0;
+    }
+}
+
 /// Follows a set of files from the positions they have when it is created.
 pub struct Follower {
     inotify: Inotify,
@@ -328,15 +341,7 @@ impl Follower {
             // Rotated (or created): the old file was read to its end above; a line
             // left without its newline there is complete now.
             let log = &mut self.logs[i];
-            if log.partial_len > 0 {
-                on_line(Line {
-                    log: i,
-                    bytes: &log.partial,
-                    len: log.partial_len,
-                });
-                log.partial.clear();
-                log.partial_len = 0;
-            }
+            flush(&mut log.partial, &mut log.partial_len, i, on_line);
             log.open = match File::open(&log.path) {
                 Ok(file) => {
                     let m = file.metadata()?;
@@ -358,15 +363,7 @@ impl Follower {
         let size = open.file.metadata()?.len();
         if size < open.offset || !open.same_head()? {
             // Truncated in place (copytruncate, `>`): what we had of a line is all there is.
-            if log.partial_len > 0 {
-                on_line(Line {
-                    log: i,
-                    bytes: &log.partial,
-                    len: log.partial_len,
-                });
-                log.partial.clear();
-                log.partial_len = 0;
-            }
+            flush(&mut log.partial, &mut log.partial_len, i, on_line);
             open.offset = 0;
             open.head.clear();
             open.file.seek(SeekFrom::Start(0))?;

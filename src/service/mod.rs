@@ -280,14 +280,7 @@ pub fn step(
             ));
             return Ok(out);
         }
-        match sc.enablement()?.as_str() {
-            "masked" | "masked-runtime" => return Err(ServiceError::Masked),
-            "disabled" | "" => {
-                sc.verb("enable")?;
-                out.actions.push("enable".into());
-            }
-            _ => {}
-        }
+        enable(&sc, &mut out)?;
         out.offline = Some(why);
         return Ok(out);
     }
@@ -307,14 +300,7 @@ pub fn step(
     if state.load == "not-found" {
         return Err(ServiceError::NoUnit);
     }
-    match sc.enablement()?.as_str() {
-        "masked" | "masked-runtime" => return Err(ServiceError::Masked),
-        "disabled" | "" => {
-            sc.verb("enable")?;
-            out.actions.push("enable".into());
-        }
-        _ => {}
-    }
+    enable(&sc, &mut out)?;
     let record = inputs::Record::path(root)?;
     let now = inputs::digest(root);
     let before = inputs::Record::load(&record);
@@ -336,6 +322,19 @@ pub fn step(
     }
     out.running = true;
     Ok(out)
+}
+
+/// Enables the unit unless it is (masked: refused; static/alias/indirect: nothing to do).
+fn enable(sc: &Systemctl, out: &mut Outcome) -> Result<(), ServiceError> {
+    match sc.enablement()?.as_str() {
+        "masked" | "masked-runtime" => Err(ServiceError::Masked),
+        "disabled" | "" => {
+            sc.verb("enable")?;
+            out.actions.push("enable".into());
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Whether the unit file exists in the root (offline mode cannot ask systemd).

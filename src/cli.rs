@@ -36,6 +36,35 @@ pub enum Command {
     Recover(RecoverArgs),
     /// Show the proxy's health, why it is not ready, expiries, package, last apply.
     Status(StatusArgs),
+    /// Show the merged configuration (config.toml + config.d/*.toml), secrets redacted.
+    Config(ConfigArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
+}
+
+/// `vmagent config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// What to do with the configuration.
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+/// `vmagent config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the merged result with defaults filled in and secrets redacted.
+    Show {
+        /// Target root directory.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
 }
 
 /// Where to work.
@@ -147,6 +176,50 @@ pub fn run(cli: Cli) -> u8 {
         Command::Check(c) => check(c),
         Command::Recover(r) => recover(r),
         Command::Status(s) => status(s),
+        Command::Config(ConfigArgs {
+            action: ConfigAction::Show { root },
+        }) => config_show(&root),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "vmagent", &mut out);
+            report::out(&String::from_utf8_lossy(&out));
+            exit::OK
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => {
+                    report::out(&String::from_utf8_lossy(&out));
+                    exit::OK
+                }
+                Err(e) => {
+                    report::err_line(&format!("error: cannot render the man page: {e}"));
+                    exit::FAILED
+                }
+            }
+        }
+    }
+}
+
+fn config_show(root: &std::path::Path) -> u8 {
+    let r = crate::root::Root::new(root)
+        .map_err(RunError::from)
+        .and_then(|r| Ok(crate::config::Config::load_files(&r)?));
+    match r {
+        Ok((cfg, files)) => {
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            let from = if names.is_empty() {
+                "no config files: all defaults".to_string()
+            } else {
+                names.join(", ")
+            };
+            report::out(&format!("# merged from: {from}\n{}", cfg.show()));
+            exit::OK
+        }
+        Err(e) => fail(Document::new("config"), &e, Format::Text),
     }
 }
 

@@ -1,6 +1,8 @@
-//! `/etc/vmagent/config.toml` under the target root: where the sidecar package comes
-//! from and how downloads behave. Every key is optional; unknown keys and wrong types are
-//! refused with the file and the key named.
+//! `/etc/vmagent/config.toml` plus drop-ins `/etc/vmagent/config.d/*.toml` (merged in
+//! name order, later wins, key by key) under the target root: where the bundle and the
+//! sidecar package come from, how downloads behave, how health is judged, how the daemon
+//! runs. Every key is optional; each file is checked on its own first, so unknown keys
+//! and wrong types are refused with the file and the key named.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,9 @@ use crate::root::Root;
 
 /// System path of the config file.
 pub const PATH: &str = "/etc/vmagent/config.toml";
+
+/// System path of the drop-in directory.
+pub const DROPIN_DIR: &str = "/etc/vmagent/config.d";
 
 /// Istio's current release location (the old storage.googleapis.com base stops serving
 /// packages in December 2026).
@@ -29,7 +34,7 @@ pub struct ConfigError {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[package]`
@@ -41,10 +46,82 @@ pub struct Config {
     /// `[health]`
     #[serde(default)]
     pub health: HealthConfig,
+    /// `[source]`
+    #[serde(default)]
+    pub source: SourceConfig,
+    /// `[daemon]`
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+/// `[source]`: where the daemon gets the bundle.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A bundle path (tar, tar.gz or directory) inside the root, or an https URL.
+    pub bundle: Option<String>,
+    /// Extra CA (PEM, path inside the root) for an https bundle URL.
+    pub ca_file: Option<PathBuf>,
+    /// HTTP headers sent with bundle requests (e.g. Authorization); redacted when shown.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// How often a URL source is polled (with jitter, ETag, backoff on errors).
+    #[serde(default = "d_poll")]
+    pub poll_interval_secs: u64,
+}
+
+fn d_poll() -> u64 {
+    60
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            bundle: None,
+            ca_file: None,
+            headers: Default::default(),
+            poll_interval_secs: d_poll(),
+        }
+    }
+}
+
+/// `[daemon]`: the reconcile loop.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// How often the machine is checked for drift (files, hosts, package, service).
+    #[serde(default = "d_drift")]
+    pub drift_interval_secs: u64,
+    /// How often the proxy's readiness is probed once it was ready.
+    #[serde(default = "d_probe")]
+    pub probe_interval_secs: u64,
+    /// Warn when this share of the token's lifetime is used (percent).
+    #[serde(default = "d_token_warn")]
+    pub token_warn_percent: u8,
+}
+
+fn d_drift() -> u64 {
+    300
+}
+fn d_probe() -> u64 {
+    10
+}
+fn d_token_warn() -> u8 {
+    80
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            drift_interval_secs: d_drift(),
+            probe_interval_secs: d_probe(),
+            token_warn_percent: d_token_warn(),
+        }
+    }
 }
 
 /// `[health]`: how readiness is judged.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// The proxy's readiness endpoint (200 = ready).
@@ -53,6 +130,8 @@ pub struct HealthConfig {
     /// How long `apply` waits for ready when --wait is not given.
     #[serde(default = "d_wait")]
     pub wait_secs: u64,
+    /// Where the daemon POSTs a JSON health document on every change (optional).
+    pub report_url: Option<String>,
 }
 
 fn d_ready_url() -> String {
@@ -67,12 +146,13 @@ impl Default for HealthConfig {
         HealthConfig {
             ready_url: d_ready_url(),
             wait_secs: d_wait(),
+            report_url: None,
         }
     }
 }
 
 /// `[package]`: where the istio-sidecar package comes from.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PackageConfig {
     /// Istio version, e.g. `1.24.1`.
@@ -86,7 +166,7 @@ pub struct PackageConfig {
 }
 
 /// `[download]`: robustness knobs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadConfig {
     /// TCP/TLS connect timeout.
@@ -128,38 +208,132 @@ impl Default for DownloadConfig {
 }
 
 impl Config {
-    /// Reads the root's config; a missing file is the defaults.
+    /// Reads the root's config and drop-ins; none at all is the defaults.
     pub fn load(root: &Root) -> Result<Config, ConfigError> {
-        let host = root.resolve(Path::new(PATH)).map_err(|e| ConfigError {
-            path: PATH.into(),
-            reason: e.to_string(),
-        })?;
-        let err = |reason: String| ConfigError {
-            path: host.display().to_string(),
-            reason,
+        Ok(Self::load_files(root)?.0)
+    }
+
+    /// The files that make up the config, in merge order (host paths).
+    pub fn files(root: &Root) -> Result<Vec<PathBuf>, ConfigError> {
+        let resolve = |sys: &str| {
+            root.resolve(Path::new(sys)).map_err(|e| ConfigError {
+                path: sys.into(),
+                reason: e.to_string(),
+            })
         };
-        let Some(data) = fsx::read_file(&host, 1 << 20).map_err(|e| err(e.to_string()))? else {
-            return Ok(Config::default());
-        };
-        let text = String::from_utf8(data).map_err(|_| err("not UTF-8 text".into()))?;
-        let cfg: Config = toml::from_str(&text)
-            .map_err(|e| err(e.to_string().replace('\n', " ").trim().to_string()))?;
-        if cfg.download.attempts == 0 {
-            return Err(err("download.attempts must be at least 1".into()));
-        }
-        if !cfg.health.ready_url.starts_with("http://")
-            && !cfg.health.ready_url.starts_with("https://")
-        {
-            return Err(err(
-                "health.ready_url must be an http:// or https:// URL".into()
-            ));
-        }
-        if let Some(s) = &cfg.package.sha256 {
-            if !is_sha256(s) {
-                return Err(err("package.sha256 must be 64 hex characters".into()));
+        let mut files = vec![resolve(PATH)?];
+        let dir = resolve(DROPIN_DIR)?;
+        match std::fs::read_dir(&dir) {
+            Ok(rd) => {
+                let mut names: Vec<PathBuf> = rd
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                names.sort();
+                files.extend(names);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ConfigError {
+                    path: dir.display().to_string(),
+                    reason: e.to_string(),
+                })
             }
         }
-        Ok(cfg)
+        Ok(files)
+    }
+
+    /// Reads and merges every file; returns the config and the files that existed.
+    pub fn load_files(root: &Root) -> Result<(Config, Vec<PathBuf>), ConfigError> {
+        let mut merged = toml::Table::new();
+        let mut used = Vec::new();
+        for host in Self::files(root)? {
+            let err = |reason: String| ConfigError {
+                path: host.display().to_string(),
+                reason,
+            };
+            let Some(data) = fsx::read_file(&host, 1 << 20).map_err(|e| err(e.to_string()))? else {
+                continue;
+            };
+            let text = String::from_utf8(data).map_err(|_| err("not UTF-8 text".into()))?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| err(one_line(&e)))?;
+            // Checked alone first, so an unknown key or a wrong type names this file.
+            let alone: Config = table.clone().try_into().map_err(|e| err(one_line(&e)))?;
+            alone.validate().map_err(err)?;
+            merge(&mut merged, table);
+            used.push(host);
+        }
+        let cfg: Config = merged.try_into().map_err(|e| ConfigError {
+            path: PATH.into(),
+            reason: one_line(&e),
+        })?;
+        Ok((cfg, used))
+    }
+
+    /// Value checks serde cannot express.
+    fn validate(&self) -> Result<(), String> {
+        if self.download.attempts == 0 {
+            return Err("download.attempts must be at least 1".into());
+        }
+        if !self.health.ready_url.starts_with("http://")
+            && !self.health.ready_url.starts_with("https://")
+        {
+            return Err("health.ready_url must be an http:// or https:// URL".into());
+        }
+        if let Some(s) = &self.package.sha256 {
+            if !is_sha256(s) {
+                return Err("package.sha256 must be 64 hex characters".into());
+            }
+        }
+        if let Some(u) = &self.health.report_url {
+            if !u.starts_with("http://") && !u.starts_with("https://") {
+                return Err("health.report_url must be an http:// or https:// URL".into());
+            }
+        }
+        if self.daemon.token_warn_percent == 0 || self.daemon.token_warn_percent > 100 {
+            return Err("daemon.token_warn_percent must be 1 to 100".into());
+        }
+        if self.source.poll_interval_secs == 0
+            || self.daemon.drift_interval_secs == 0
+            || self.daemon.probe_interval_secs == 0
+        {
+            return Err(
+                "intervals (source.poll_interval_secs, daemon.*_interval_secs) must be at least 1"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The merged config as TOML with secrets (source.headers values) redacted.
+    pub fn show(&self) -> String {
+        let mut c = self.clone();
+        for v in c.source.headers.values_mut() {
+            *v = "<redacted>".into();
+        }
+        toml::to_string(&c).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Later wins, key by key inside sections (a drop-in setting one key keeps the others).
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
     }
 }
 
@@ -185,6 +359,88 @@ mod tests {
         assert_eq!(c.package.version.as_deref(), Some("1.24.1"));
         assert_eq!(c.download.attempts, 2);
         assert_eq!(c.download.idle_timeout_secs, 30);
+    }
+
+    fn root_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Root) {
+        let t = tempfile::tempdir().unwrap();
+        for (p, text) in files {
+            let h = t.path().join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(h.parent().unwrap()).unwrap();
+            std::fs::write(h, text).unwrap();
+        }
+        let r = Root::new(t.path()).unwrap();
+        (t, r)
+    }
+
+    #[test]
+    fn drop_ins_merge_in_name_order_key_by_key() {
+        let (_t, r) = root_with(&[
+            ("/etc/vmagent/config.toml", "[package]\nversion = \"1.0.0\"\nurl = \"https://a/{version}\"\n[health]\nwait_secs = 5\n"),
+            ("/etc/vmagent/config.d/20-b.toml", "[package]\nversion = \"3.0.0\"\n"),
+            ("/etc/vmagent/config.d/10-a.toml", "[package]\nversion = \"2.0.0\"\n[source]\nbundle = \"/etc/vmagent/bundle.tar\"\n"),
+            ("/etc/vmagent/config.d/README", "not toml, ignored"),
+        ]);
+        let (c, used) = Config::load_files(&r).unwrap();
+        assert_eq!(
+            c.package.version.as_deref(),
+            Some("3.0.0"),
+            "later file wins"
+        );
+        assert_eq!(
+            c.package.url.as_deref(),
+            Some("https://a/{version}"),
+            "other keys kept"
+        );
+        assert_eq!(c.health.wait_secs, 5);
+        assert_eq!(c.source.bundle.as_deref(), Some("/etc/vmagent/bundle.tar"));
+        let names: Vec<String> = used
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into())
+            .collect();
+        assert_eq!(names, ["config.toml", "10-a.toml", "20-b.toml"]);
+    }
+
+    #[test]
+    fn a_bad_drop_in_is_named() {
+        let (_t, r) = root_with(&[
+            (
+                "/etc/vmagent/config.toml",
+                "[package]\nversion = \"1.0.0\"\n",
+            ),
+            (
+                "/etc/vmagent/config.d/50-x.toml",
+                "[daemon]\ndrift_interval_secs = \"often\"\n",
+            ),
+        ]);
+        let e = Config::load(&r).unwrap_err();
+        assert!(e.path.ends_with("config.d/50-x.toml"), "{e}");
+        assert!(e.reason.contains("drift_interval_secs"), "{e}");
+        let (_t, r) = root_with(&[(
+            "/etc/vmagent/config.d/60-y.toml",
+            "[source]\nbundel = \"x\"\n",
+        )]);
+        let e = Config::load(&r).unwrap_err();
+        assert!(
+            e.path.ends_with("60-y.toml") && e.reason.contains("bundel"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn show_redacts_headers() {
+        let (_t, r) = root_with(&[(
+            "/etc/vmagent/config.toml",
+            "[source]\nbundle = \"https://b/x.tar\"\nheaders = { Authorization = \"Bearer s3cret\" }\n",
+        )]);
+        let shown = Config::load(&r).unwrap().show();
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("poll_interval_secs = 60"),
+            "defaults shown: {shown}"
+        );
     }
 
     #[test]

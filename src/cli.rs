@@ -36,6 +36,13 @@ pub enum Command {
     Recover(RecoverArgs),
     /// Show the proxy's health, why it is not ready, expiries, package, last apply.
     Status(StatusArgs),
+    /// Keep this VM in the mesh: reconcile on bundle change and drift, watch health
+    /// (run by vmagent.service).
+    Daemon {
+        /// Target root directory.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
     /// Show the merged configuration (config.toml + config.d/*.toml), secrets redacted.
     Config(ConfigArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
@@ -176,6 +183,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Check(c) => check(c),
         Command::Recover(r) => recover(r),
         Command::Status(s) => status(s),
+        Command::Daemon { root } => crate::daemon::run(&crate::daemon::Options { root }),
         Command::Config(ConfigArgs {
             action: ConfigAction::Show { root },
         }) => config_show(&root),

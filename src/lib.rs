@@ -9,6 +9,7 @@ pub mod apply;
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod fsx;
 pub mod health;
 pub mod hosts;

@@ -141,6 +141,9 @@ pub struct Status {
     /// Things that could not be read (e.g. not running as root).
     #[serde(default)]
     pub unreadable: Vec<String>,
+    /// Things to act on soon (e.g. the token expires).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Status {
@@ -157,6 +160,7 @@ impl Status {
             enabled: None,
             last_apply: None,
             unreadable: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 

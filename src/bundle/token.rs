@@ -16,6 +16,8 @@ pub struct Token {
     pub aud: Vec<String>,
     /// `exp` as Unix seconds.
     pub exp: Option<i64>,
+    /// `iat` (issued at) as Unix seconds: with `exp`, the token's lifetime.
+    pub iat: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -24,6 +26,7 @@ struct Claims {
     #[serde(default)]
     aud: Aud,
     exp: Option<f64>,
+    iat: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -85,6 +88,7 @@ pub fn parse(
             Aud::Many(v) => v,
         },
         exp: claims.exp.map(|e| e as i64),
+        iat: claims.iat.map(|e| e as i64),
     };
     let mut warnings = Vec::new();
     if !token.aud.iter().any(|a| a == "istio-ca") {

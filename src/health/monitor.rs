@@ -80,6 +80,11 @@ impl Monitor {
         }
     }
 
+    /// The log follower's descriptor (readable when the logs may have news).
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.follower.as_ref().map(Follower::raw_fd)
+    }
+
     /// The current health.
     pub fn health(&self) -> &Health {
         &self.health
@@ -204,6 +209,9 @@ impl Monitor {
         let mut h = self.health.clone();
         match p {
             Probe::Ready => {
+                // Restarts are counted from the last time it was fine.
+                self.baseline = None;
+                h.restarts = 0;
                 h.state = State::Ready;
                 h.failure = None;
                 h.evidence.clear();
@@ -256,7 +264,9 @@ impl Monitor {
                 }
             }
         }
-        if (probe || self.probe_now) && self.health.state != State::Failed {
+        // Probed even when failed: a long-running watcher (the daemon) must see a
+        // proxy that recovered (istiod back, a fresh bundle).
+        if probe || self.probe_now {
             self.probe_now = false;
             let p = self.prober.probe();
             self.on_probe(&p);

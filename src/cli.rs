@@ -43,6 +43,19 @@ pub enum Command {
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: PathBuf,
     },
+    /// Take this VM out of the mesh: stop and disable istio, remove the sidecar package,
+    /// vmagent's hosts block and the installed files (restoring files that existed
+    /// before vmagent).
+    Uninstall {
+        #[command(flatten)]
+        root: RootArgs,
+        /// Also remove vmagent's state (/var/lib/vmagent), cache and status file.
+        #[arg(long)]
+        purge: bool,
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show the merged configuration (config.toml + config.d/*.toml), secrets redacted.
     Config(ConfigArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
@@ -183,6 +196,33 @@ pub fn run(cli: Cli) -> u8 {
         Command::Check(c) => check(c),
         Command::Recover(r) => recover(r),
         Command::Status(s) => status(s),
+        Command::Uninstall {
+            root,
+            purge,
+            dry_run,
+        } => {
+            let opts = crate::uninstall::Options {
+                root: root.root,
+                purge,
+                dry_run,
+                lock_timeout: Duration::from_secs(root.lock_timeout),
+            };
+            match crate::uninstall::uninstall(&opts) {
+                Ok(steps) if steps.is_empty() => {
+                    report::out("nothing to uninstall\n");
+                    exit::OK
+                }
+                Ok(steps) => {
+                    for s in &steps {
+                        report::out(&format!("  {s}\n"));
+                    }
+                    let verb = if dry_run { "would do" } else { "done" };
+                    report::out(&format!("uninstall: {} step(s) {verb}\n", steps.len()));
+                    exit::OK
+                }
+                Err(e) => fail(Document::new("uninstall"), &e, Format::Text),
+            }
+        }
         Command::Daemon { root } => crate::daemon::run(&crate::daemon::Options { root }),
         Command::Config(ConfigArgs {
             action: ConfigAction::Show { root },

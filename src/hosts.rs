@@ -73,6 +73,21 @@ fn find_block(ls: &[&[u8]]) -> Result<Option<(usize, usize)>, String> {
     Ok(found)
 }
 
+/// `existing` without the managed block (`None`: there is none). Every other byte stays.
+pub fn without_block(existing: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let ls = lines(existing);
+    let Some((b, e)) = find_block(&ls)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(existing.len());
+    for (i, l) in ls.iter().enumerate() {
+        if i < b || i > e {
+            out.extend_from_slice(l);
+        }
+    }
+    Ok(Some(out))
+}
+
 /// Merges `entries` into the hosts file content `existing`.
 ///
 /// Errors (a damaged block) say which line is wrong; the caller names the file.

@@ -298,6 +298,29 @@ pub fn apply(
         tracing::info!(command = %cmd, "istio-sidecar package installed");
     }
     if !plan.is_empty() {
+        // What these destinations held before vmagent's first write, for uninstall.
+        let first_writes: Vec<&str> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                crate::plan::Action::WriteFile {
+                    path,
+                    what: crate::plan::What::Member(_),
+                    ..
+                } => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        crate::pristine::capture(&root, &first_writes).map_err(|source| {
+            after_package(
+                apply::ApplyError::Journal {
+                    dir: format!("{}/{}", crate::layout::STATE_DIR, crate::pristine::DIR),
+                    source,
+                }
+                .into(),
+                &installed_with,
+            )
+        })?;
         apply::execute(&root, &plan).map_err(|e| after_package(e.into(), &installed_with))?;
         tracing::info!(actions = plan.steps.len(), root = %root.base().display(), "bundle applied");
     }

@@ -233,6 +233,40 @@ pub fn install(
     Ok(shown)
 }
 
+/// Removes istio-sidecar (`dpkg -r` / `rpm -e`, with `--root` for a root other than
+/// `/`); returns the command run. The package's removal does not stop the service:
+/// callers stop it first.
+pub fn remove(root: &Root, format: Format) -> Result<String, PackageError> {
+    let mut cmd = match format {
+        Format::Deb => {
+            let mut c = tool(root, "dpkg");
+            c.args(["-r", NAME]);
+            c
+        }
+        Format::Rpm => {
+            let mut c = tool(root, "rpm");
+            c.args(["-e", NAME]);
+            c
+        }
+    };
+    let shown = show(&cmd);
+    let o = run(&mut cmd)?;
+    if !o.status.success() {
+        let mut all = o.stdout.clone();
+        all.extend_from_slice(&o.stderr);
+        return Err(PackageError::Install {
+            command: shown,
+            status: o
+                .status
+                .code()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "a signal".into()),
+            tail: tail(&all),
+        });
+    }
+    Ok(shown)
+}
+
 fn tail(out: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(out);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

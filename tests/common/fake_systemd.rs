@@ -166,6 +166,9 @@ case "$*" in
 "stop $UNIT")
     stop
     ;;
+"disable $UNIT")
+    rm -f "$wanted"
+    ;;
 *)
     unexpected "$@"
     ;;

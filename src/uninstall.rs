@@ -121,7 +121,7 @@ pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
                 }
             }
             Some(_) | None => {
-                if record.files.get(sys).is_none() && !applied_here {
+                if !record.files.contains_key(sys) && !applied_here {
                     continue;
                 }
                 if fsx::meta(&host).map_err(|e| io_err(sys, e))?.is_some() {

@@ -174,13 +174,18 @@ impl Daemon {
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "recovering an interrupted apply failed"),
         }
-        self.reconcile("start");
-        self.step_health(true);
+        // READY must not wait for the service step: at boot istio.service is ordered
+        // after vmagent.service, so a `systemctl start istio` before READY would wait for
+        // us while we wait for it. First the files alone (the token back on the tmpfs),
+        // then READY (istio's queued start proceeds), then the full reconcile.
+        self.reconcile_phase("start: restore files", false);
         let _ = sd_notify::notify(
             false,
             &[NotifyState::Ready, NotifyState::Status(&self.status_line)],
         );
         tracing::info!(status = %self.status_line, "vmagent daemon ready");
+        self.reconcile("start");
+        self.step_health(true);
         loop {
             let now = Instant::now();
             if self.watchdog.is_some() && now >= self.next_watchdog {
@@ -257,6 +262,11 @@ impl Daemon {
 
     /// One reconcile: apply the source bundle (repairs whatever drifted).
     fn reconcile(&mut self, why: &'static str) {
+        self.reconcile_phase(why, true);
+    }
+
+    /// A reconcile; `full: false` writes the files only (no package, no service).
+    fn reconcile_phase(&mut self, why: &'static str, full: bool) {
         self.next_drift = Instant::now() + Duration::from_secs(self.cfg.daemon.drift_interval_secs);
         let Some(b) = self.cfg.source.bundle.clone() else {
             return;
@@ -271,8 +281,9 @@ impl Daemon {
                 return;
             }
         };
-        let package = (self.cfg.package.version.is_some() || self.cfg.package.url.is_some())
-            .then(crate::package::Request::default);
+        let package = (full
+            && (self.cfg.package.version.is_some() || self.cfg.package.url.is_some()))
+        .then(crate::package::Request::default);
         let opts = ApplyOptions {
             bundle: bundle.clone(),
             root: self.root.base().to_path_buf(),
@@ -283,15 +294,17 @@ impl Daemon {
             allow_expired_token: true,
             lock_timeout: Duration::from_secs(60),
             package,
-            start: true,
+            start: full,
             wait: Some(Duration::ZERO),
         };
         let started = Instant::now();
-        let r = run::apply(
-            &opts,
-            || tracing::info!("waiting for another vmagent (apply lock)"),
-            &mut |_| {},
-        );
+        let r = with_watchdog(self.watchdog, || {
+            run::apply(
+                &opts,
+                || tracing::info!("waiting for another vmagent (apply lock)"),
+                &mut |_| {},
+            )
+        });
         let at = timefmt::rfc3339(timefmt::now());
         match r {
             Ok(o) => {
@@ -433,6 +446,35 @@ impl Daemon {
             r.send(&doc);
         }
     }
+}
+
+/// Longest a reconcile may keep the watchdog quiet about a hang (a download or dpkg run
+/// that never ends): after this, pings stop and systemd restarts vmagent.
+const RECONCILE_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// Runs `f` (a reconcile, which may download and install for minutes) while a helper
+/// thread keeps the systemd watchdog fed, up to [`RECONCILE_LIMIT`].
+fn with_watchdog<T>(every: Option<Duration>, f: impl FnOnce() -> T) -> T {
+    let Some(every) = every else {
+        return f();
+    };
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < RECONCILE_LIMIT {
+                match done_rx.recv_timeout(every) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                    }
+                    _ => return,
+                }
+            }
+        });
+        let r = f();
+        let _ = done_tx.send(());
+        r
+    })
 }
 
 fn new_monitor(root: &Root, cfg: &Config) -> Monitor {

@@ -327,6 +327,8 @@ fn apply(a: ApplyArgs) -> u8 {
         package,
         start: !a.no_start,
         wait: a.wait.map(Duration::from_secs),
+        config: None,
+        status_file: true,
     };
     match run::apply(&opts, waiting(&a.root.root), &mut report::health_event) {
         Ok(o) => {

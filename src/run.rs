@@ -134,6 +134,11 @@ pub struct ApplyOptions {
     /// How long to wait for ready (`None`: the config's `health.wait_secs`; zero: do
     /// not wait).
     pub wait: Option<Duration>,
+    /// The configuration to use (`None`: read it from the root). The daemon passes the
+    /// one it loaded, so an edit takes effect on SIGHUP, not half-way.
+    pub config: Option<Config>,
+    /// Write the status file (the CLI); the daemon writes its own.
+    pub status_file: bool,
 }
 
 /// How the wait for ready ended.
@@ -230,7 +235,10 @@ pub fn apply(
 ) -> Result<Outcome, RunError> {
     let bundle = check(&opts.bundle, opts.allow_expired_token)?;
     let root = Root::new(&opts.root)?;
-    let cfg = Config::load(&root)?;
+    let cfg = match &opts.config {
+        Some(c) => c.clone(),
+        None => Config::load(&root)?,
+    };
     let step = match &opts.package {
         Some(req) => Some(package::Step::new(&root, &bundle, req, &cfg)?),
         None => None,
@@ -356,7 +364,15 @@ pub fn apply(
             let limit = opts
                 .wait
                 .unwrap_or(Duration::from_secs(cfg.health.wait_secs));
-            o.health = Some(watch(&root, &o, &opts.bundle, m, limit, on_health));
+            o.health = Some(watch(
+                &root,
+                &o,
+                &opts.bundle,
+                m,
+                limit,
+                opts.status_file,
+                on_health,
+            ));
         }
     }
     Ok(o)
@@ -393,11 +409,14 @@ fn watch(
     bundle: &Path,
     mut m: Monitor,
     limit: Duration,
+    store: bool,
     on_health: &mut dyn FnMut(Event<'_>),
 ) -> HealthOutcome {
     let start = std::time::Instant::now();
     let mut doc = StatusDoc::new(HealthView::of(m.health(), m.since()));
-    doc.read_facts(root);
+    if store {
+        doc.read_facts(root);
+    }
     let result = match o.status {
         Status::Applied => "applied",
         _ => "up-to-date",
@@ -421,6 +440,9 @@ fn watch(
             exit_code: code,
             bundle: bundle.display().to_string(),
         });
+        if !store {
+            return;
+        }
         if let Err(e) = doc.store(root) {
             tracing::warn!(error = %e, "cannot write the status file");
         }

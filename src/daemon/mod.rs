@@ -76,6 +76,8 @@ struct Daemon {
     reporter: Option<report::Reporter>,
     token_note: Option<String>,
     status_line: String,
+    /// What the report URL was last sent (health and warnings).
+    reported: Option<(HealthView, Vec<String>)>,
 }
 
 fn signal_pipe(signals: &[libc::c_int]) -> std::io::Result<UnixStream> {
@@ -142,6 +144,7 @@ impl Daemon {
             last_apply: None,
             token_note: None,
             status_line: String::new(),
+            reported: None,
         };
         d.watch_source();
         Ok(d)
@@ -178,7 +181,11 @@ impl Daemon {
         // after vmagent.service, so a `systemctl start istio` before READY would wait for
         // us while we wait for it. First the files alone (the token back on the tmpfs),
         // then READY (istio's queued start proceeds), then the full reconcile.
-        self.reconcile_phase("start: restore files", false);
+        // On a VM not onboarded yet the package (and its istio-proxy user) comes with the
+        // full reconcile: there is nothing to restore before it.
+        if matches!(self.root.account(layout::PROXY_USER), Ok(Some(_))) {
+            self.reconcile_phase("start: restore files", false);
+        }
         let _ = sd_notify::notify(
             false,
             &[NotifyState::Ready, NotifyState::Status(&self.status_line)],
@@ -296,6 +303,8 @@ impl Daemon {
             package,
             start: full,
             wait: Some(Duration::ZERO),
+            config: Some(self.cfg.clone()),
+            status_file: false,
         };
         let started = Instant::now();
         let r = with_watchdog(self.watchdog, || {
@@ -351,7 +360,11 @@ impl Daemon {
                 });
             }
             Err(e) => {
-                tracing::error!(reason = why, error = %e, exit_code = e.exit_code(), "reconcile failed; retrying at the next drift check");
+                // Retry sooner than a long drift interval (a network or a mirror may be
+                // back in a minute), but never in a tight loop.
+                let retry = Duration::from_secs(self.cfg.daemon.drift_interval_secs.min(60));
+                self.next_drift = Instant::now() + retry;
+                tracing::error!(reason = why, error = %e, exit_code = e.exit_code(), retry_secs = retry.as_secs(), "reconcile failed; retrying");
                 self.last_apply = Some(LastApply {
                     at,
                     result: format!("error: {}", crate::bundle::printable(&e.to_string(), 300)),
@@ -418,6 +431,8 @@ impl Daemon {
             }
         }
         doc.read_facts(&self.root);
+        let (sc, _) = service::Systemctl::for_root(&self.root);
+        doc.enabled = sc.enablement().ok().filter(|e| !e.is_empty());
         doc.last_apply = self.last_apply.clone();
         doc.warnings.extend(self.token_note.clone());
         if let Err(e) = doc.store(&self.root) {
@@ -442,8 +457,13 @@ impl Daemon {
             self.status_line = line;
             let _ = sd_notify::notify(false, &[NotifyState::Status(&self.status_line)]);
         }
+        // The report URL hears of changes (health, warnings), not of every reconcile.
+        let key = (doc.health.clone(), doc.warnings.clone());
         if let Some(r) = &self.reporter {
-            r.send(&doc);
+            if self.reported.as_ref() != Some(&key) {
+                r.send(&doc);
+                self.reported = Some(key);
+            }
         }
     }
 }

@@ -178,7 +178,7 @@ pub fn install(
     // apt-get and dnf take a bare `x.deb` for a package *name*: always pass a path.
     let abs = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     let file = abs.as_path();
-    let mut cmd = match (format, resolver(root, format)) {
+    let cmd = match (format, resolver(root, format)) {
         (Format::Deb, Some(apt)) => {
             let mut c = Command::new(apt);
             c.env("DEBIAN_FRONTEND", "noninteractive")
@@ -215,29 +215,14 @@ pub fn install(
             c
         }
     };
-    let shown = show(&cmd);
-    let o = run(&mut cmd)?;
-    if !o.status.success() {
-        let mut all = o.stdout.clone();
-        all.extend_from_slice(&o.stderr);
-        return Err(PackageError::Install {
-            command: shown,
-            status: o
-                .status
-                .code()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "a signal".into()),
-            tail: tail(&all),
-        });
-    }
-    Ok(shown)
+    run_installer(cmd)
 }
 
 /// Removes istio-sidecar (`dpkg -r` / `rpm -e`, with `--root` for a root other than
 /// `/`); returns the command run. The package's removal does not stop the service:
 /// callers stop it first.
 pub fn remove(root: &Root, format: Format) -> Result<String, PackageError> {
-    let mut cmd = match format {
+    let cmd = match format {
         Format::Deb => {
             let mut c = tool(root, "dpkg");
             c.args(["-r", NAME]);
@@ -249,6 +234,11 @@ pub fn remove(root: &Root, format: Format) -> Result<String, PackageError> {
             c
         }
     };
+    run_installer(cmd)
+}
+
+/// Runs dpkg/rpm/apt-get/dnf; a failure carries the command and its output's tail.
+fn run_installer(mut cmd: Command) -> Result<String, PackageError> {
     let shown = show(&cmd);
     let o = run(&mut cmd)?;
     if !o.status.success() {

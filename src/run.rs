@@ -9,9 +9,7 @@ use thiserror::Error;
 use crate::apply::{self, lock, ApplyError};
 use crate::bundle::{Bundle, BundleError, ReadOptions};
 use crate::config::{Config, ConfigError};
-use crate::health::follow::Follower;
 use crate::health::monitor::{Event, Monitor};
-use crate::health::probe::Prober;
 use crate::health::{Health, State};
 use crate::package::{self, PackageError};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
@@ -279,7 +277,11 @@ pub fn apply(
         });
     }
     // The logs are followed from where they are now: lines of earlier runs never count.
-    let mut monitor = opts.start.then(|| monitor(&root, &cfg, &mut warnings));
+    let mut monitor = opts.start.then(|| {
+        let (m, problem) = crate::health::monitor::for_root(&root, &cfg.health.ready_url);
+        warnings.extend(problem);
+        m
+    });
     let state_dir = apply::state_dir(&root)?;
     let lock = lock::acquire(&state_dir.join("lock"), opts.lock_timeout, waiting)?;
     let recovered = apply::recover(&root)?;
@@ -376,29 +378,6 @@ pub fn apply(
         }
     }
     Ok(o)
-}
-
-/// The health monitor of the root's proxy: its logs (from their current ends), its
-/// readiness URL, and systemd's view (live only).
-fn monitor(root: &Root, cfg: &Config, warnings: &mut Vec<String>) -> Monitor {
-    let logs: Vec<PathBuf> = [crate::layout::ISTIO_LOG, crate::layout::ISTIO_ERR_LOG]
-        .iter()
-        .filter_map(|p| root.resolve(Path::new(p)).ok())
-        .collect();
-    let follower = match Follower::new(&logs) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            warnings.push(format!(
-                "cannot follow {}: {e}; readiness is still probed, but failure reasons will be unknown",
-                crate::layout::ISTIO_LOG
-            ));
-            None
-        }
-    };
-    let (sc, mode) = service::Systemctl::for_root(root);
-    let unit: Option<crate::health::monitor::UnitView> = (mode == service::Mode::Live)
-        .then(|| -> crate::health::monitor::UnitView { Box::new(move || sc.show().ok()) });
-    Monitor::new(follower, Prober::new(&cfg.health.ready_url), unit)
 }
 
 /// Waits for the proxy (up to `limit`; zero: not at all), keeping the status file

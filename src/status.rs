@@ -306,11 +306,7 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
                 let mut h = Health::unknown();
                 h.state = State::Degraded;
                 h.failure = Some(Failure::NotReady);
-                h.evidence = vec![match p {
-                    Probe::NotReady(c) => format!("{ready_url} answered HTTP {c}"),
-                    Probe::Down(e) => format!("{ready_url}: {e}"),
-                    Probe::Ready => String::new(),
-                }];
+                h.evidence = vec![p.describe(ready_url)];
                 h.service = u.as_ref().map(|u| u.describe());
                 health = HealthView::of(&h, t);
             } else if let Some(u) = u {

@@ -23,9 +23,7 @@ use sd_notify::NotifyState;
 
 use crate::apply::lock;
 use crate::config::Config;
-use crate::health::follow::Follower;
 use crate::health::monitor::{Event, Monitor};
-use crate::health::probe::Prober;
 use crate::health::{Health, State};
 use crate::layout;
 use crate::root::Root;
@@ -498,17 +496,11 @@ fn with_watchdog<T>(every: Option<Duration>, f: impl FnOnce() -> T) -> T {
 }
 
 fn new_monitor(root: &Root, cfg: &Config) -> Monitor {
-    let logs: Vec<PathBuf> = [layout::ISTIO_LOG, layout::ISTIO_ERR_LOG]
-        .iter()
-        .filter_map(|p| root.resolve(Path::new(p)).ok())
-        .collect();
-    let follower = Follower::new(&logs)
-        .map_err(|e| tracing::warn!(error = %e, "cannot follow the istio logs; health from the probe only"))
-        .ok();
-    let (sc, mode) = service::Systemctl::for_root(root);
-    let unit: Option<crate::health::monitor::UnitView> = (mode == service::Mode::Live)
-        .then(|| -> crate::health::monitor::UnitView { Box::new(move || sc.show().ok()) });
-    Monitor::new(follower, Prober::new(&cfg.health.ready_url), unit)
+    let (m, problem) = crate::health::monitor::for_root(root, &cfg.health.ready_url);
+    if let Some(p) = problem {
+        tracing::warn!("{p}");
+    }
+    m
 }
 
 /// poll(2) for readability on several descriptors.

@@ -211,8 +211,10 @@ pub const RULES: &[Rule] = &[
 
 /// Applies [`RULES`] to lines.
 pub struct Classifier {
-    /// Every anchor of every rule: a line without one is not looked at further.
-    anchors: AhoCorasick,
+    /// Every anchor of every rule: a line without one is not looked at further. `None`
+    /// only if the automaton could not be built (it is a static table, so never in
+    /// practice); lines are then checked rule by rule, slower but alike.
+    anchors: Option<AhoCorasick>,
     /// Per rule: its anchors, withs and nots as prepared finders.
     rules: Vec<Prepared>,
 }
@@ -249,8 +251,8 @@ impl Classifier {
         let anchors = AhoCorasickBuilder::new()
             .match_kind(MatchKind::LeftmostFirst)
             .build(anchors())
-            // The table is static and small: a failure here is a bug caught by tests.
-            .expect("the pattern table builds");
+            .map_err(|e| tracing::error!(error = %e, "log classifier: falling back to rule-by-rule matching"))
+            .ok();
         Classifier {
             anchors,
             rules: RULES
@@ -267,12 +269,18 @@ impl Classifier {
 
     /// Whether the line contains any anchor at all (the fast path).
     pub fn is_candidate(&self, line: &[u8]) -> bool {
-        self.anchors.is_match(line)
+        match &self.anchors {
+            Some(a) => a.is_match(line),
+            None => self
+                .rules
+                .iter()
+                .any(|r| r.any.iter().any(|f| f.find(line).is_some())),
+        }
     }
 
     /// What `line` says, if anything.
     pub fn classify(&self, line: &[u8]) -> Option<Class> {
-        if !self.anchors.is_match(line) {
+        if !self.is_candidate(line) {
             return None;
         }
         let has = |fs: &[memmem::Finder<'static>]| fs.iter().any(|f| f.find(line).is_some());

@@ -43,6 +43,33 @@ pub enum Event<'a> {
 /// Reads the service's state from systemd (`None`: unknown right now).
 pub type UnitView = Box<dyn FnMut() -> Option<UnitState>>;
 
+/// The monitor of a root's proxy: its logs (from their current ends), `ready_url`, and
+/// systemd's view when the service is live there. The error, when the logs cannot be
+/// followed, is for the caller to report; the monitor then works from the probe alone.
+pub fn for_root(root: &crate::root::Root, ready_url: &str) -> (Monitor, Option<String>) {
+    let logs: Vec<std::path::PathBuf> = [crate::layout::ISTIO_LOG, crate::layout::ISTIO_ERR_LOG]
+        .iter()
+        .filter_map(|p| root.resolve(std::path::Path::new(p)).ok())
+        .collect();
+    let (follower, problem) = match Follower::new(&logs) {
+        Ok(f) => (Some(f), None),
+        Err(e) => (
+            None,
+            Some(format!(
+                "cannot follow {}: {e}; readiness is still probed, but failure reasons will be unknown",
+                crate::layout::ISTIO_LOG
+            )),
+        ),
+    };
+    let (sc, mode) = crate::service::Systemctl::for_root(root);
+    let unit = (mode == crate::service::Mode::Live)
+        .then(|| -> UnitView { Box::new(move || sc.show().ok()) });
+    (
+        Monitor::new(follower, Prober::new(ready_url), unit),
+        problem,
+    )
+}
+
 /// Watches one proxy.
 pub struct Monitor {
     follower: Option<Follower>,
@@ -219,11 +246,7 @@ impl Monitor {
             _ if h.state == State::Ready => {
                 h.state = State::Degraded;
                 h.failure = Some(Failure::NotReady);
-                h.evidence = vec![match p {
-                    Probe::NotReady(code) => format!("{} answered HTTP {code}", self.prober.url()),
-                    Probe::Down(e) => format!("{}: {e}", self.prober.url()),
-                    Probe::Ready => String::new(),
-                }];
+                h.evidence = vec![p.describe(self.prober.url())];
             }
             _ => {}
         }

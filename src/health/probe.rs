@@ -18,6 +18,17 @@ pub enum Probe {
     Down(String),
 }
 
+impl Probe {
+    /// The answer as an evidence line.
+    pub fn describe(&self, url: &str) -> String {
+        match self {
+            Probe::Ready => format!("{url} answered HTTP 200"),
+            Probe::NotReady(code) => format!("{url} answered HTTP {code}"),
+            Probe::Down(e) => format!("{url}: {e}"),
+        }
+    }
+}
+
 /// Probes one URL.
 pub struct Prober {
     url: String,

@@ -52,6 +52,40 @@ pub struct Config {
     /// `[daemon]`
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// `[paths]`
+    #[serde(default)]
+    pub paths: PathsConfig,
+}
+
+/// `[paths]`: where vmagent keeps its own files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    /// State: the apply journal and backups, the lock, the records uninstall needs and
+    /// the daemon's bundle store (default /var/lib/vmagent).
+    pub state_dir: Option<PathBuf>,
+    /// Downloaded packages by sha256 (default /var/cache/vmagent).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// `root` with this config's `[paths]`.
+    pub fn locate(&self, root: Root) -> Root {
+        root.with_dirs(
+            self.paths.state_dir.as_deref(),
+            self.paths.cache_dir.as_deref(),
+        )
+    }
+
+    /// The root at `path` with the configured `[paths]`, for commands that must work
+    /// even when the config is broken (uninstall, recover, status): then the defaults,
+    /// and the config error to show as a warning.
+    pub fn locate_lenient(root: Root) -> (Root, Option<ConfigError>) {
+        match Config::load(&root) {
+            Ok(c) => (c.locate(root), None),
+            Err(e) => (root, Some(e)),
+        }
+    }
 }
 
 /// `[source]`: where the daemon gets the bundle.
@@ -294,6 +328,27 @@ impl Config {
         if self.daemon.token_warn_percent == 0 || self.daemon.token_warn_percent > 100 {
             return Err("daemon.token_warn_percent must be 1 to 100".into());
         }
+        for (key, p) in [
+            ("paths.state_dir", &self.paths.state_dir),
+            ("paths.cache_dir", &self.paths.cache_dir),
+        ] {
+            if let Some(p) = p {
+                let ok = p.is_absolute()
+                    && p.parent().is_some()
+                    && p.components().all(|c| {
+                        matches!(
+                            c,
+                            std::path::Component::RootDir | std::path::Component::Normal(_)
+                        )
+                    });
+                if !ok {
+                    return Err(format!(
+                        "{key} must be an absolute path below / without '.' or '..' (got '{}')",
+                        p.display()
+                    ));
+                }
+            }
+        }
         if self.source.poll_interval_secs == 0
             || self.daemon.drift_interval_secs == 0
             || self.daemon.probe_interval_secs == 0
@@ -398,6 +453,29 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into())
             .collect();
         assert_eq!(names, ["config.toml", "10-a.toml", "20-b.toml"]);
+    }
+
+    #[test]
+    fn paths_must_be_absolute_and_plain() {
+        for bad in ["var/lib/x", "/", "/var/../etc"] {
+            let (_t, r) = root_with(&[(
+                "/etc/vmagent/config.toml",
+                &format!("[paths]\nstate_dir = \"{bad}\"\n"),
+            )]);
+            let e = Config::load(&r).unwrap_err().to_string();
+            assert!(
+                e.contains("paths.state_dir must be an absolute path"),
+                "{bad}: {e}"
+            );
+        }
+        let (_t, r) = root_with(&[(
+            "/etc/vmagent/config.toml",
+            "[paths]\nstate_dir = \"/srv/vmagent/state\"\ncache_dir = \"/srv/vmagent/cache\"\n",
+        )]);
+        let c = Config::load(&r).unwrap();
+        let located = c.locate(r);
+        assert_eq!(located.state_dir(), Path::new("/srv/vmagent/state"));
+        assert_eq!(located.cache_dir(), Path::new("/srv/vmagent/cache"));
     }
 
     #[test]

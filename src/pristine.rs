@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fsx;
-use crate::layout;
 use crate::root::Root;
 
 /// Directory (in the state dir) of the record and its copies.
@@ -36,7 +35,7 @@ pub struct Record {
 }
 
 fn dir(root: &Root) -> std::io::Result<PathBuf> {
-    root.resolve(&Path::new(layout::STATE_DIR).join(DIR))
+    root.resolve(&root.state_dir().join(DIR))
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
@@ -74,7 +73,7 @@ impl Record {
 pub fn capture(root: &Root, paths: &[&str]) -> std::io::Result<()> {
     let mut rec = Record::load(root);
     let known_before = root
-        .resolve(&Path::new(layout::STATE_DIR).join(crate::state::FILE))
+        .resolve(&root.state_dir().join(crate::state::FILE))
         .map(|p| p.exists())
         .unwrap_or(false)
         && rec.files.is_empty();
@@ -92,7 +91,7 @@ pub fn capture(root: &Root, paths: &[&str]) -> std::io::Result<()> {
                 let copy = copy_path(root, sys)?;
                 crate::apply::ensure_dir(
                     root,
-                    &Path::new(layout::STATE_DIR).join(DIR).join("files").join(
+                    &root.state_dir().join(DIR).join("files").join(
                         Path::new(sys.trim_start_matches('/'))
                             .parent()
                             .unwrap_or(Path::new("")),
@@ -119,8 +118,7 @@ pub fn capture(root: &Root, paths: &[&str]) -> std::io::Result<()> {
         changed = true;
     }
     if changed {
-        crate::apply::ensure_dir(root, &Path::new(layout::STATE_DIR).join(DIR), 0o700)
-            .map_err(|(_, e)| e)?;
+        crate::apply::ensure_dir(root, &root.state_dir().join(DIR), 0o700).map_err(|(_, e)| e)?;
         rec.store(root)?;
     }
     Ok(())

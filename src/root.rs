@@ -65,6 +65,10 @@ pub enum RootError {
 #[derive(Debug, Clone)]
 pub struct Root {
     base: PathBuf,
+    /// vmagent's state directory (a system path): `[paths] state_dir`.
+    state: PathBuf,
+    /// vmagent's download cache (a system path): `[paths] cache_dir`.
+    cache: PathBuf,
 }
 
 impl Root {
@@ -80,7 +84,35 @@ impl Root {
                 source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
             });
         }
-        Ok(Root { base })
+        Ok(Root {
+            base,
+            state: PathBuf::from(crate::layout::STATE_DIR),
+            cache: PathBuf::from(crate::layout::CACHE_DIR),
+        })
+    }
+
+    /// The same root with vmagent's own directories moved (`[paths]` in the config;
+    /// `None` keeps the default).
+    pub fn with_dirs(mut self, state: Option<&Path>, cache: Option<&Path>) -> Self {
+        if let Some(s) = state {
+            self.state = s.to_path_buf();
+        }
+        if let Some(c) = cache {
+            self.cache = c.to_path_buf();
+        }
+        self
+    }
+
+    /// vmagent's state directory (journal, backups, lock, records, bundle store): a
+    /// system path, [`crate::layout::STATE_DIR`] unless configured.
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    /// vmagent's download cache: a system path, [`crate::layout::CACHE_DIR`] unless
+    /// configured.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
     }
 
     /// The root directory on the host.

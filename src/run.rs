@@ -96,7 +96,9 @@ impl RunError {
         match self {
             RunError::Bundle(_) => exit::INVALID,
             RunError::Root(_) | RunError::Apply(_) => exit::FAILED,
-            RunError::Lock(lock::LockError::Timeout { .. }) => exit::BUSY,
+            RunError::Lock(
+                lock::LockError::Timeout { .. } | lock::LockError::DaemonRunning { .. },
+            ) => exit::BUSY,
             RunError::Lock(_) => exit::FAILED,
             RunError::Plan(_) | RunError::Unsupported(_) => exit::PREREQUISITE,
             RunError::Config(_) => exit::INVALID,
@@ -237,6 +239,7 @@ pub fn apply(
         Some(c) => c.clone(),
         None => Config::load(&root)?,
     };
+    let root = cfg.locate(root);
     let step = match &opts.package {
         Some(req) => Some(package::Step::new(&root, &bundle, req, &cfg)?),
         None => None,
@@ -324,7 +327,7 @@ pub fn apply(
         crate::pristine::capture(&root, &first_writes).map_err(|source| {
             after_package(
                 apply::ApplyError::Journal {
-                    dir: format!("{}/{}", crate::layout::STATE_DIR, crate::pristine::DIR),
+                    dir: format!("{}/{}", root.state_dir().display(), crate::pristine::DIR),
                     source,
                 }
                 .into(),
@@ -467,8 +470,8 @@ pub fn recover(
     lock_timeout: Duration,
     waiting: impl FnOnce(),
 ) -> Result<Option<Vec<PathBuf>>, RunError> {
-    let root = Root::new(root)?;
-    let dir = root.resolve(Path::new(crate::layout::STATE_DIR))?;
+    let (root, _) = Config::locate_lenient(Root::new(root)?);
+    let dir = root.resolve(root.state_dir())?;
     if !dir.is_dir() {
         return Ok(None);
     }

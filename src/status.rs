@@ -95,6 +95,19 @@ pub struct LastApply {
     pub bundle: String,
 }
 
+/// The daemon's bundles (digests are sha256 of the canonical tar).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleView {
+    /// The bundle in force.
+    pub current: Option<String>,
+    /// The last bundle whose proxy was ready (what a rollback goes back to).
+    pub last_known_good: Option<String>,
+    /// A new bundle on probation, and its deadline (RFC 3339).
+    pub trial: Option<String>,
+    /// The bundle last rolled back (not retried until the source changes).
+    pub rejected: Option<crate::daemon::store::Rejected>,
+}
+
 /// An expiry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Expiry {
@@ -144,6 +157,9 @@ pub struct Status {
     /// Things to act on soon (e.g. the token expires).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The daemon's bundles (absent when no daemon wrote this).
+    #[serde(default)]
+    pub bundle: Option<BundleView>,
 }
 
 impl Status {
@@ -161,6 +177,7 @@ impl Status {
             last_apply: None,
             unreadable: Vec::new(),
             warnings: Vec::new(),
+            bundle: None,
         }
     }
 

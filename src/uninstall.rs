@@ -35,9 +35,25 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> RunError {
 
 /// Runs the uninstall; returns the steps done (or, dry run, to do), one line each.
 pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
-    let root = Root::new(&opts.root)?;
+    let (root, bad_config) = crate::config::Config::locate_lenient(Root::new(&opts.root)?);
+    if let Some(e) = bad_config {
+        tracing::warn!("{e}; using the default state and cache directories");
+    }
     let mut steps = Vec::new();
-    let state = root.resolve(Path::new(layout::STATE_DIR))?;
+    let state = root.resolve(root.state_dir())?;
+    // Uninstalling under a running daemon would be undone by its next reconcile.
+    let daemon_lock = state.join(crate::daemon::LOCK);
+    let _daemon = if daemon_lock.exists() {
+        match lock::acquire(&daemon_lock, Duration::ZERO, || {}) {
+            Ok(l) => Some(l),
+            Err(lock::LockError::Timeout { .. }) => {
+                return Err(lock::LockError::DaemonRunning { path: daemon_lock }.into())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     let _lock = if state.is_dir() && !opts.dry_run {
         Some(lock::acquire(
             &state.join("lock"),
@@ -137,19 +153,40 @@ pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
     for name in [crate::state::FILE, service::inputs::FILE] {
         let p = state.join(name);
         if p.exists() {
-            steps.push(format!("remove {}/{name}", layout::STATE_DIR));
+            steps.push(format!("remove {}/{name}", root.state_dir().display()));
             if !opts.dry_run {
                 fsx::remove_if_exists(&p).map_err(|e| io_err(name, e))?;
             }
         }
     }
+    // The daemon's bundle store holds copies of the token: it goes with the rest.
+    let store = state.join(crate::daemon::store::DIR);
+    if store.is_dir() {
+        steps.push(format!(
+            "remove {}/{}",
+            root.state_dir().display(),
+            crate::daemon::store::DIR
+        ));
+        if !opts.dry_run {
+            std::fs::remove_dir_all(&store).map_err(|e| io_err("bundle store", e))?;
+        }
+    }
     if opts.purge {
-        for sys in [layout::CACHE_DIR, crate::status::DIR, layout::STATE_DIR] {
-            let p = root.resolve(Path::new(sys))?;
+        let (cache, state) = (
+            root.cache_dir().to_path_buf(),
+            root.state_dir().to_path_buf(),
+        );
+        for sys in [
+            cache.as_path(),
+            Path::new(crate::status::DIR),
+            state.as_path(),
+        ] {
+            let sys = sys.display().to_string();
+            let p = root.resolve(Path::new(&sys))?;
             if p.exists() {
                 steps.push(format!("remove {sys} (purge)"));
                 if !opts.dry_run {
-                    std::fs::remove_dir_all(&p).map_err(|e| io_err(sys, e))?;
+                    std::fs::remove_dir_all(&p).map_err(|e| io_err(&sys, e))?;
                 }
             }
         }

@@ -1315,3 +1315,22 @@ fn destination_symlink_relative_target_is_replaced() {
 fn destination_symlink_host_absolute_target_is_replaced() {
     destination_symlink_case(|r| r.at("/etc/passwd"));
 }
+
+/// `[paths] state_dir` moves vmagent's own state (journal, lock, records): nothing is
+/// written to the default /var/lib/vmagent, and a re-apply finds its state there.
+#[test]
+fn configured_state_dir_is_used() {
+    let root = TestRoot::new();
+    let cfg = root.at("/etc/vmagent/config.toml");
+    fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    fs::write(&cfg, "[paths]\nstate_dir = \"/srv/vmagent-state\"\n").unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let bundle = Spec::example().write_tar(t.path());
+    let o = apply(&root, &bundle, &["--skip-owner"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(!root.at("/var/lib/vmagent").exists());
+    assert!(root.at("/srv/vmagent-state/lock").exists());
+    let o = apply(&root, &bundle, &["--skip-owner"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(stdout(&o).contains("up to date"), "{}", show(&o));
+}

@@ -224,6 +224,8 @@ struct Conf {
     probe: u64,
     report_url: Option<String>,
     token_warn_percent: Option<u8>,
+    /// `[health] wait_secs`: how long a new bundle has to become ready.
+    wait: Option<u64>,
 }
 
 impl Default for Conf {
@@ -234,6 +236,7 @@ impl Default for Conf {
             probe: 1,
             report_url: None,
             token_warn_percent: None,
+            wait: None,
         }
     }
 }
@@ -288,6 +291,9 @@ impl Vm {
         ));
         if let Some(u) = &c.report_url {
             t.push_str(&format!("report_url = \"{u}\"\n"));
+        }
+        if let Some(w) = c.wait {
+            t.push_str(&format!("wait_secs = {w}\n"));
         }
         self.write_config_text(&t);
     }
@@ -1558,4 +1564,322 @@ fn status_file_stays_ready_between_drift_checks() {
         wrong.len(),
         &wrong[..wrong.len().min(5)]
     );
+}
+
+// ---------------------------------------------------------------------------------
+// 8. Last-known-good: a new bundle whose proxy does not become ready is rolled back
+// ---------------------------------------------------------------------------------
+
+/// A cluster.env (new istiod address) whose stand-in proxy plays `scenario`.
+fn cluster_env_playing(ip: &str, scenario: &str) -> Vec<u8> {
+    let mut env = cluster_env_with_ip(ip);
+    env.extend_from_slice(format!("# fixture-scenario: {scenario}\n").as_bytes());
+    env
+}
+
+/// Waits until the status records the first bundle as last-known-good; returns its
+/// digest.
+fn wait_good(vm: &Vm, d: &Daemon) -> String {
+    let st = vm.wait_for(d, "a last-known-good bundle in status.json", || {
+        vm.status()
+            .filter(|s| s["bundle"]["last_known_good"].is_string())
+    });
+    assert_eq!(
+        st["bundle"]["current"], st["bundle"]["last_known_good"],
+        "{st:#}"
+    );
+    st["bundle"]["last_known_good"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn new_bundle_not_ready_in_time_is_rolled_back_and_not_retried() {
+    let vm = Vm::with(
+        "ready",
+        &Conf {
+            drift: 3600,
+            wait: Some(3),
+            ..Conf::default()
+        },
+    );
+    let d = vm.started();
+    let good = wait_good(&vm, &d);
+    let before = vm.fake.calls().len();
+    let from = d.stderr().len();
+
+    // The new bundle's proxy never becomes ready (and logs no error).
+    let bad_env = cluster_env_playing("192.0.2.31", "silent");
+    vm.put_bundle(BUNDLE, &vm.spec().set("cluster.env", bad_env.clone()));
+    vm.wait_for(&d, "the new bundle's cluster.env installed", || {
+        (vm.read(CLUSTER_ENV)? == bad_env).then_some(())
+    });
+    let st = vm.wait_for(&d, "the rollback, and the old bundle's proxy ready", || {
+        vm.status().filter(|s| {
+            s["bundle"]["rejected"].is_object()
+                && s["health"]["state"] == "ready"
+                && s["last_apply"]["result"] == "rolled-back"
+        })
+    });
+    let ctx = || format!("{st:#}\n{}", vm.context(&d));
+    assert_eq!(
+        vm.read(CLUSTER_ENV),
+        Some(example("cluster.env")),
+        "{}",
+        ctx()
+    );
+    assert_eq!(st["bundle"]["current"], good.as_str(), "{}", ctx());
+    assert_eq!(st["bundle"]["last_known_good"], good.as_str(), "{}", ctx());
+    let rejected = st["bundle"]["rejected"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(rejected, good);
+    let reason = st["bundle"]["rejected"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("not ready within 3 s"), "{}", ctx());
+    assert!(
+        st["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("rolled back")),
+        "{}",
+        ctx()
+    );
+    let line = vm.wait_log(&d, from, &["rolling back", "last_known_good="]);
+    assert!(line.contains(&rejected[..12]), "{line}");
+    // One restart for the new bundle, one for the rollback.
+    let verbs = vm.fake.verbs_from(before);
+    assert_eq!(count(&verbs, "restart"), 2, "{verbs:?}\n{}", ctx());
+
+    // A reconcile (SIGHUP) with the bad bundle still at the source leaves it alone.
+    let before = vm.fake.calls().len();
+    let from = d.stderr().len();
+    d.signal(libc::SIGHUP);
+    vm.wait_log(&d, from, &["configuration reloaded"]);
+    vm.wait_for(&d, "the reconcile after SIGHUP", || {
+        vm.status()
+            .filter(|s| s["last_apply"]["result"] == "up-to-date")
+    });
+    assert_eq!(vm.read(CLUSTER_ENV), Some(example("cluster.env")));
+    let verbs = vm.fake.verbs_from(before);
+    assert_eq!(count(&verbs, "restart"), 0, "{verbs:?}");
+
+    // A changed bundle is tried, becomes ready and is the new last-known-good.
+    let env2 = cluster_env_with_ip("192.0.2.32");
+    vm.put_bundle(BUNDLE, &vm.spec().set("cluster.env", env2.clone()));
+    let st = vm.wait_for(&d, "the fixed bundle as last-known-good", || {
+        vm.status().filter(|s| {
+            s["bundle"]["last_known_good"].is_string()
+                && s["bundle"]["last_known_good"] != good.as_str()
+        })
+    });
+    assert!(st["bundle"]["rejected"].is_null(), "{st:#}");
+    assert!(st["bundle"]["trial"].is_null(), "{st:#}");
+    assert_eq!(vm.read(CLUSTER_ENV), Some(env2));
+    // The store keeps what it may need: the bundle in force (the good one).
+    let store: Vec<_> = fs::read_dir(vm.root.at("/var/lib/vmagent/bundles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tar"))
+        .collect();
+    assert_eq!(store.len(), 1, "{store:?}");
+}
+
+#[test]
+fn definitive_failure_rolls_back_without_waiting_out_the_timeout() {
+    let rs = ReportServer::start();
+    let vm = Vm::with(
+        "ready",
+        &Conf {
+            drift: 3600,
+            wait: Some(600),
+            report_url: Some(rs.url()),
+            ..Conf::default()
+        },
+    );
+    let d = vm.started();
+    let good = wait_good(&vm, &d);
+    vm.put_bundle(
+        BUNDLE,
+        &vm.spec().set(
+            "cluster.env",
+            cluster_env_playing("192.0.2.41", "ca-mismatch"),
+        ),
+    );
+    let st = vm.wait_for(&d, "a rollback long before wait_secs", || {
+        vm.status()
+            .filter(|s| s["bundle"]["rejected"].is_object() && s["health"]["state"] == "ready")
+    });
+    assert_eq!(st["bundle"]["current"], good.as_str(), "{st:#}");
+    let reason = st["bundle"]["rejected"]["reason"].as_str().unwrap();
+    assert!(reason.contains("ca-mismatch"), "{reason}");
+    assert_eq!(vm.read(CLUSTER_ENV), Some(example("cluster.env")));
+    // The report URL hears of it.
+    let j = vm.wait_for(&d, "a report of the rollback", || {
+        rs.docs_from(0)
+            .into_iter()
+            .find(|j| j["bundle"]["rejected"].is_object())
+    });
+    assert!(j["warnings"].to_string().contains("rolled back"), "{j:#}");
+}
+
+/// Without a bundle that was ever ready there is nothing to go back to: the first
+/// bundle stays, and its failure is reported.
+#[test]
+fn first_bundle_failing_is_reported_not_rolled_back() {
+    let vm = Vm::with(
+        "ready",
+        &Conf {
+            drift: 3600,
+            wait: Some(2),
+            ..Conf::default()
+        },
+    );
+    let env = cluster_env_playing("192.0.2.51", "ca-mismatch");
+    vm.put_bundle(BUNDLE, &vm.spec().set("cluster.env", env.clone()));
+    let d = vm.daemon();
+    let st = vm.wait_for(&d, "the failure in status.json", || {
+        vm.status().filter(|s| s["health"]["state"] == "failed")
+    });
+    assert_eq!(st["health"]["reason"], "ca-mismatch", "{st:#}");
+    thread::sleep(Duration::from_secs(3));
+    let st = vm.status().unwrap();
+    assert!(st["bundle"]["rejected"].is_null(), "{st:#}");
+    assert!(st["bundle"]["last_known_good"].is_null(), "{st:#}");
+    assert_eq!(vm.read(CLUSTER_ENV), Some(env));
+}
+
+// ---------------------------------------------------------------------------------
+// 9. An https bundle source: polled with ETag, backoff on errors
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn url_source_is_polled_with_etag_and_backs_off_on_errors() {
+    use common::server::{Fault, Server, TestCa};
+    let ca = TestCa::new();
+    let srv = Server::https(&ca);
+    let vm = Vm::with("ready", &Conf::default());
+    fs::remove_file(vm.root.at(BUNDLE)).unwrap();
+    ca.write_pem(&vm.root.at("/etc/vmagent"));
+    let path = "/fleet/vm1/bundle.tar";
+    srv.put(path, vm.spec().tar_bytes());
+    vm.write_config_text(&format!(
+        "[source]\nbundle = \"{}\"\nca_file = \"/etc/vmagent/test-ca.pem\"\npoll_interval_secs = 1\nheaders = {{ Authorization = \"Bearer s3cret\" }}\n\n[package]\nversion = \"{V1}\"\n\n[daemon]\ndrift_interval_secs = 3600\nprobe_interval_secs = 1\n\n[health]\nready_url = \"{}\"\n",
+        srv.url(path),
+        vm.ready.url()
+    ));
+    let d = vm.daemon();
+    vm.wait_ready(&d);
+    assert_eq!(vm.read(TOKEN), Some(example("istio-token")));
+    assert_eq!(deb_installed(vm.root.path()).as_deref(), Some(V1));
+
+    // Later polls are conditional and cost a 304, not a download.
+    vm.wait_for(&d, "three polls", || {
+        (srv.requests_for(path).len() >= 3).then_some(())
+    });
+    let reqs = srv.requests_for(path);
+    let header = |r: &common::server::Request, name: &str| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert!(
+        reqs.iter()
+            .all(|r| header(r, "authorization").as_deref() == Some("Bearer s3cret")),
+        "{reqs:?}"
+    );
+    assert_eq!(header(&reqs[0], "if-none-match"), None, "{reqs:?}");
+    assert!(
+        reqs[1..]
+            .iter()
+            .all(|r| header(r, "if-none-match").is_some()),
+        "{reqs:?}"
+    );
+    assert!(
+        !d.stderr().contains("s3cret"),
+        "the header value was logged"
+    );
+
+    // A changed bundle on the server is fetched and applied.
+    let from = d.stderr().len();
+    let env2 = cluster_env_with_ip("192.0.2.61");
+    srv.put(path, vm.spec().set("cluster.env", env2.clone()).tar_bytes());
+    vm.wait_for(&d, "the fetched bundle's cluster.env", || {
+        (vm.read(CLUSTER_ENV)? == env2).then_some(())
+    });
+    vm.wait_log(&d, from, &["fetched a new bundle"]);
+    vm.wait_ready(&d);
+
+    // The server fails: polls back off (1 s doubling, ±20 %), and the bundle in force
+    // keeps being repaired from the store.
+    srv.always(path, Fault::Status(503));
+    vm.wait_for(&d, "the poll failure in status.json", || {
+        vm.status().filter(|s| {
+            s["warnings"]
+                .as_array()
+                .is_some_and(|w| w.iter().any(|w| w.as_str().unwrap().contains("HTTP 503")))
+        })
+    });
+    srv.clear_log();
+    let window = Instant::now();
+    fs::remove_file(vm.root.at(TOKEN)).unwrap();
+    d.signal(libc::SIGHUP);
+    vm.wait_for(&d, "the token restored while the server fails", || {
+        vm.read(TOKEN)
+    });
+    thread::sleep(Duration::from_secs(6).saturating_sub(window.elapsed()));
+    // Without backoff a 1 s interval polls 6 times in 6 s; with it (2, 4, 8 s after the
+    // first failure, SIGHUP starting afresh) at most 3.
+    let n = srv.requests_for(path).len();
+    assert!((1..=3).contains(&n), "{n} polls in 6 s\n{}", vm.context(&d));
+    assert_eq!(vm.read(CLUSTER_ENV), Some(env2));
+}
+
+/// `vmagent uninstall` under a running daemon would be undone by its next reconcile: it
+/// is refused (exit 3, naming what to do) and changes nothing.
+#[test]
+fn uninstall_is_refused_while_the_daemon_runs() {
+    let vm = Vm::with(
+        "ready",
+        &Conf {
+            drift: 3600,
+            ..Conf::default()
+        },
+    );
+    let mut d = vm.started();
+    let before = vm.fake.calls().len();
+    let mut c = vmagent_cmd();
+    c.args(["uninstall", "--root"]).arg(vm.root.path());
+    vm.fake.configure(&mut c);
+    let o = code(run_to_end(&mut c, HANG), 3, "uninstall under the daemon");
+    let err = stderr(&o);
+    assert!(
+        err.contains("vmagent daemon is running")
+            && err.contains("systemctl disable --now vmagent"),
+        "{err}"
+    );
+    assert_eq!(vm.read(TOKEN), Some(example("istio-token")));
+    assert_eq!(deb_installed(vm.root.path()).as_deref(), Some(V1));
+    assert_eq!(
+        vm.fake.calls().len(),
+        before,
+        "{:?}",
+        vm.fake.verbs_from(before)
+    );
+    // Once the daemon is stopped, it goes through.
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(HANG).success());
+    let mut c = vmagent_cmd();
+    c.args(["uninstall", "--root"]).arg(vm.root.path());
+    vm.fake.configure(&mut c);
+    ok(
+        run_to_end(&mut c, HANG),
+        "uninstall after the daemon stopped",
+    );
+    assert_eq!(vm.read(TOKEN), None);
+    assert_eq!(deb_installed(vm.root.path()), None);
+    assert!(!vm.at("/var/lib/vmagent/bundles").exists());
 }

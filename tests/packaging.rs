@@ -745,6 +745,8 @@ const KEYS: &[(&str, &str)] = &[
     ("daemon", "drift_interval_secs"),
     ("daemon", "probe_interval_secs"),
     ("daemon", "token_warn_percent"),
+    ("paths", "state_dir"),
+    ("paths", "cache_dir"),
 ];
 
 /// Keys with a built-in value (the others default to unset).

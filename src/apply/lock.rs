@@ -24,6 +24,12 @@ pub enum LockError {
         /// How long we waited.
         secs: u64,
     },
+    /// `vmagent daemon` runs for this root, and would undo what was asked.
+    #[error("vmagent daemon is running for this root (it holds {path}) and would put everything back; stop it first: systemctl disable --now vmagent")]
+    DaemonRunning {
+        /// The daemon's lock file.
+        path: PathBuf,
+    },
     /// The lock file could not be opened.
     #[error("cannot open lock file {path}: {source}")]
     Io {

@@ -56,14 +56,14 @@ pub enum ApplyError {
 /// The transaction directory of a root.
 pub fn txn_dir(root: &Root) -> Result<TxnDir, RootError> {
     Ok(TxnDir {
-        dir: root.resolve(Path::new(layout::STATE_DIR))?.join("txn"),
+        dir: root.resolve(root.state_dir())?.join("txn"),
     })
 }
 
 /// Creates the state directory (0700: it holds backups of secrets) if missing and
 /// returns its host path. It is vmagent's own bookkeeping, not part of any plan.
 pub fn state_dir(root: &Root) -> Result<PathBuf, ApplyError> {
-    ensure_dir(root, Path::new(layout::STATE_DIR), layout::STATE_MODE).map_err(|(dir, source)| {
+    ensure_dir(root, root.state_dir(), layout::STATE_MODE).map_err(|(dir, source)| {
         ApplyError::Journal {
             dir: dir.display().to_string(),
             source,

@@ -502,3 +502,32 @@ fn read_dir(dir: &Path, src: &str, limits: Limits) -> Result<RawBundle, BundleEr
     }
     c.finish(src)
 }
+
+/// Writes `raw`'s members (known files and packages; ignored members are dropped) as a
+/// canonical tar: sorted names, mode 0600, uid/gid 0, mtime 0. The same content gives the
+/// same bytes whether it came from a directory, a tar or a tar.gz, so the daemon can name
+/// a bundle by the sha256 of this stream (the bundle store, `daemon::store`).
+pub fn write_canonical_tar(raw: &RawBundle, out: impl Write) -> io::Result<()> {
+    let mut b = tar::Builder::new(out);
+    let header = |size: u64| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(0o600);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h
+    };
+    let mut packages: Vec<&PackageFile> = raw.packages.iter().collect();
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    for (name, data) in &raw.files {
+        let mut h = header(data.len() as u64);
+        b.append_data(&mut h, name, data.as_slice())?;
+    }
+    for p in packages {
+        let mut h = header(p.size);
+        b.append_data(&mut h, &p.name, p.file.reopen()?.take(p.size))?;
+    }
+    b.into_inner()?.flush()
+}

@@ -1,17 +1,26 @@
 //! `vmagent daemon`: keeps the VM in the mesh. One thread, one poll(2) loop over:
 //! signals (TERM/INT: finish the step, exit 0; HUP: reload the config), the bundle
-//! source (inotify on a local path), the proxy's logs (the health follower), and timers
-//! (drift check, readiness probe, systemd watchdog).
+//! source (inotify on a local path; an https URL polled by [`remote`]), the proxy's logs
+//! (the health follower), and timers (drift check, readiness probe, URL poll, trial
+//! deadline, systemd watchdog).
 //!
-//! Every reconcile is the same `run::apply` a user runs (idempotent: it writes only what
-//! drifted), without blocking on readiness: health is followed continuously here. At
+//! Every reconcile stages the source's bundle in the [`store`] (validated, named by its
+//! sha256) and runs the same `run::apply` a user runs on it (idempotent: it writes only
+//! what drifted), without blocking on readiness: health is followed continuously here. At
 //! start it first recovers an interrupted apply and restores what a reboot wiped (the
-//! token lives on a tmpfs): that is just the first reconcile, and READY=1 is sent after
-//! it, so istio.service (ordered after vmagent.service by a drop-in) starts with its
-//! token in place.
+//! token lives on a tmpfs) from the bundle in force, and READY=1 is sent after that, so
+//! istio.service (ordered after vmagent.service by a drop-in) starts with its token in
+//! place.
+//!
+//! Last-known-good: a bundle whose proxy became ready is the good one; a new bundle is on
+//! trial until its proxy is ready, and is rolled back (the good one applied again, the
+//! bad one not retried until the source changes) when it fails for good or is not ready
+//! within `health.wait_secs`.
 
+mod remote;
 pub mod report;
 mod source;
+pub mod store;
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
@@ -29,8 +38,10 @@ use crate::layout;
 use crate::root::Root;
 use crate::run::{self, exit, ApplyOptions, Status as RunStatus};
 use crate::service;
-use crate::status::{HealthView, LastApply, Status};
+use crate::status::{BundleView, HealthView, LastApply, Status};
 use crate::timefmt;
+use remote::{Polled, Remote};
+use store::{Rejected, Store, Trial};
 
 /// What the daemon was told to do.
 #[derive(Debug, Clone)]
@@ -57,13 +68,28 @@ pub fn run(opts: &Options) -> u8 {
 /// The file a running daemon holds locked (one daemon per root).
 pub const LOCK: &str = "daemon.lock";
 
+/// Where bundles come from.
+enum Source {
+    /// None configured: only health is watched.
+    None,
+    /// A local path (inside the root), watched with inotify when possible.
+    Path(String, Option<source::Watch>),
+    /// An https URL, polled.
+    Url(Box<Remote>),
+    /// Configured but unusable (the reason).
+    Invalid(String),
+}
+
 struct Daemon {
     root: Root,
     cfg: Config,
     _lock: lock::Lock,
     term: UnixStream,
     hup: UnixStream,
-    source: Option<source::Watch>,
+    source: Source,
+    store: Store,
+    /// Why the source could not be used last time (bundle invalid, unreachable URL).
+    source_error: Option<String>,
     monitor: Monitor,
     next_drift: Instant,
     next_probe: Instant,
@@ -103,6 +129,7 @@ impl Daemon {
     fn start(opts: &Options) -> Result<Self, (u8, String)> {
         let root = Root::new(&opts.root).map_err(|e| (exit::FAILED, e.to_string()))?;
         let cfg = Config::load(&root).map_err(|e| (exit::INVALID, e.to_string()))?;
+        let root = cfg.locate(root);
         let state_dir =
             crate::apply::state_dir(&root).map_err(|e| (exit::FAILED, e.to_string()))?;
         let lock = lock::acquire(&state_dir.join(LOCK), Duration::ZERO, || {}).map_err(|e| match e {
@@ -111,7 +138,7 @@ impl Daemon {
                 format!(
                     "another vmagent daemon is already running for {} (it holds {}/{LOCK}); stop it first (`systemctl stop vmagent`)",
                     root.base().display(),
-                    layout::STATE_DIR
+                    root.state_dir().display()
                 ),
             ),
             e => (exit::FAILED, e.to_string()),
@@ -124,9 +151,12 @@ impl Daemon {
         let watchdog =
             sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec) / 2);
         let monitor = new_monitor(&root, &cfg);
+        let store = Store::open(&root).map_err(|e| (exit::FAILED, e))?;
         let now = Instant::now();
         let mut d = Daemon {
-            source: None,
+            source: Source::None,
+            store,
+            source_error: None,
             reporter: cfg.health.report_url.clone().map(report::Reporter::new),
             root,
             cfg,
@@ -149,22 +179,84 @@ impl Daemon {
     }
 
     fn watch_source(&mut self) {
-        self.source = None;
-        match &self.cfg.source.bundle {
-            None => tracing::warn!(
-                "no bundle source configured ([source] bundle in /etc/vmagent/config.toml or config.d/): only health is watched"
-            ),
-            Some(b) if b.starts_with("https://") || b.starts_with("http://") => tracing::error!(
-                bundle = %b,
-                "URL bundle sources are not supported by this vmagent version; use a local path"
-            ),
-            Some(b) => match self.root.resolve(Path::new(b)) {
+        self.source = match self.cfg.source.bundle.clone() {
+            None => {
+                tracing::warn!(
+                    "no bundle source configured ([source] bundle in /etc/vmagent/config.toml or config.d/): only health is watched"
+                );
+                Source::None
+            }
+            Some(b) if b.contains("://") => {
+                let dir = self.store.dir().to_path_buf();
+                match Remote::new(&b, &self.cfg, &self.root, &dir) {
+                    Ok(r) => Source::Url(Box::new(r)),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        Source::Invalid(e)
+                    }
+                }
+            }
+            Some(b) => match self.root.resolve(Path::new(&b)) {
                 Ok(host) => match source::Watch::new(&host) {
-                    Ok(w) => self.source = Some(w),
-                    Err(e) => tracing::warn!(bundle = %b, error = %e, "cannot watch the bundle; drift checks still pick up changes"),
+                    Ok(w) => Source::Path(b, Some(w)),
+                    Err(e) => {
+                        tracing::warn!(bundle = %b, error = %e, "cannot watch the bundle; drift checks still pick up changes");
+                        Source::Path(b, None)
+                    }
                 },
-                Err(e) => tracing::error!(bundle = %b, error = %e, "bundle path"),
+                Err(e) => {
+                    tracing::error!(bundle = %b, error = %e, "bundle path");
+                    Source::Invalid(format!("bundle path '{b}': {e}"))
+                }
             },
+        };
+    }
+
+    /// Polls a URL source when due; a new body schedules a reconcile.
+    fn poll_source(&mut self) {
+        let Source::Url(r) = &mut self.source else {
+            return;
+        };
+        if Instant::now() < r.due() {
+            return;
+        }
+        let polled = with_watchdog(self.watchdog, || r.poll());
+        let url = r.url().to_string();
+        let retry = r.due().saturating_duration_since(Instant::now()).as_secs();
+        match polled {
+            Polled::New => {
+                tracing::info!(url = %url, "fetched a new bundle");
+                self.pending = Some((Instant::now(), "bundle fetched"));
+            }
+            Polled::NotModified => tracing::debug!(url = %url, "bundle not modified"),
+            Polled::Failed(e) => {
+                tracing::warn!(error = %e, next_poll_secs = retry, "polling the bundle URL failed; backing off");
+                self.source_error = Some(format!("polling the bundle URL failed: {e}"));
+                self.publish();
+                return;
+            }
+        }
+        if self
+            .source_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("polling"))
+        {
+            self.source_error = None;
+            self.publish();
+        }
+    }
+
+    /// The host path of the source's current bundle (`Ok(None)`: none yet).
+    fn source_path(&self) -> Result<Option<PathBuf>, String> {
+        match &self.source {
+            Source::None => Ok(None),
+            Source::Path(b, _) => self
+                .root
+                .resolve(Path::new(b))
+                .map(Some)
+                .map_err(|e| format!("bundle path '{b}': {e}")),
+            Source::Url(r) => Ok(r.file()),
+            Source::Invalid(e) => Err(e.clone()),
         }
     }
 
@@ -189,8 +281,10 @@ impl Daemon {
             &[NotifyState::Ready, NotifyState::Status(&self.status_line)],
         );
         tracing::info!(status = %self.status_line, "vmagent daemon ready");
+        self.poll_source();
         self.reconcile("start");
         self.step_health(true);
+        self.check_trial();
         loop {
             let now = Instant::now();
             if self.watchdog.is_some() && now >= self.next_watchdog {
@@ -206,18 +300,29 @@ impl Daemon {
             if now >= self.next_drift {
                 self.reconcile("drift check");
             }
+            self.poll_source();
             let probe = now >= self.next_probe;
             self.step_health(probe);
+            self.check_trial();
             // Wait for the next thing to do.
             let mut wake = self.next_drift.min(self.next_probe);
             if let Some((at, _)) = self.pending {
                 wake = wake.min(at);
             }
+            if let Source::Url(r) = &self.source {
+                wake = wake.min(r.due());
+            }
+            if let Some(t) = self.trial_deadline() {
+                wake = wake.min(t);
+            }
             if self.watchdog.is_some() {
                 wake = wake.min(self.next_watchdog);
             }
             let mut fds: Vec<RawFd> = vec![self.term.as_raw_fd(), self.hup.as_raw_fd()];
-            let src = self.source.as_ref().map(|s| s.raw_fd());
+            let src = match &self.source {
+                Source::Path(_, Some(w)) => Some(w.raw_fd()),
+                _ => None,
+            };
             let logs = self.monitor.raw_fd();
             fds.extend(src);
             fds.extend(logs);
@@ -231,9 +336,9 @@ impl Daemon {
             if ready.get(1) == Some(&true) && drain(&mut self.hup) {
                 self.reload();
             }
-            if let (Some(true), Some(w)) = (
+            if let (Some(true), Source::Path(_, Some(w))) = (
                 ready.get(2).copied().filter(|_| src.is_some()),
-                self.source.as_mut(),
+                &mut self.source,
             ) {
                 if w.changed() {
                     // Debounced: an editor or `cp` makes several events.
@@ -248,15 +353,18 @@ impl Daemon {
 
     fn reload(&mut self) {
         match Config::load(&self.root) {
-            Ok(c) => {
-                let source_changed = c.source.bundle != self.cfg.source.bundle;
+            Ok(mut c) => {
+                if c.paths != self.cfg.paths {
+                    tracing::warn!("[paths] changed: it takes effect when vmagent restarts (`systemctl restart vmagent`)");
+                    c.paths = self.cfg.paths.clone();
+                }
                 self.reporter = c.health.report_url.clone().map(report::Reporter::new);
                 self.monitor = new_monitor(&self.root, &c);
                 self.cfg = c;
                 tracing::info!("configuration reloaded (SIGHUP)");
-                if source_changed {
-                    self.watch_source();
-                }
+                // Path, URL, CA or headers may have changed: the source is made anew (a
+                // URL's validators are on disk, so nothing is downloaded again).
+                self.watch_source();
                 self.pending = Some((Instant::now(), "configuration reloaded"));
             }
             Err(e) => {
@@ -276,16 +384,43 @@ impl Daemon {
         let Some(b) = self.cfg.source.bundle.clone() else {
             return;
         };
-        if b.starts_with("http://") || b.starts_with("https://") {
-            return;
-        }
-        let bundle = match self.root.resolve(Path::new(&b)) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(bundle = %b, error = %e, "bundle path");
-                return;
+        // The restore at start re-applies the bundle in force, without the source (a
+        // URL may not be reachable yet at boot); otherwise the source's bundle is staged.
+        let staged = if !full && self.store.state.current.is_some() {
+            None
+        } else {
+            match self.source_path() {
+                Ok(None) => None,
+                Ok(Some(p)) => match self.store.stage(&p) {
+                    Ok(d) => {
+                        if !self
+                            .source_error
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("polling"))
+                        {
+                            self.source_error = None;
+                        }
+                        Some(d)
+                    }
+                    Err(e) => {
+                        self.source_error = Some(e.to_string());
+                        None
+                    }
+                },
+                Err(e) => {
+                    self.source_error = Some(e);
+                    None
+                }
             }
         };
+        let Some(digest) = self.choose(staged, full) else {
+            if let Some(e) = self.source_error.clone() {
+                self.source_failed(why, &e, &b);
+            }
+            self.publish();
+            return;
+        };
+        let bundle = self.store.path(&digest);
         let package = (full
             && (self.cfg.package.version.is_some() || self.cfg.package.url.is_some()))
         .then(crate::package::Request::default);
@@ -345,6 +480,18 @@ impl Daemon {
                 if svc.iter().any(|a| a == "start" || a == "restart") {
                     self.monitor.mark();
                 }
+                if let Some(t) = &mut self.store.state.trial {
+                    if t.digest == digest && t.deadline.is_none() && full {
+                        let wait = self.cfg.health.wait_secs;
+                        t.deadline = Some(timefmt::now() + wait as i64);
+                        tracing::info!(
+                            bundle = %store::short(&digest),
+                            wait_secs = wait,
+                            "new bundle applied; it becomes the last-known-good once the proxy is ready, else it is rolled back"
+                        );
+                        self.save_store();
+                    }
+                }
                 self.last_apply = Some(LastApply {
                     at,
                     result: if o.status == RunStatus::Applied {
@@ -354,24 +501,148 @@ impl Daemon {
                     }
                     .into(),
                     exit_code: exit::OK,
-                    bundle: b,
+                    bundle: b.clone(),
                 });
+                // A refused source is the news, even though the bundle in force was
+                // re-applied (its drift repaired).
+                if let Some(e) = self.source_error.clone() {
+                    self.source_failed(why, &e, &b);
+                }
             }
-            Err(e) => {
-                // Retry sooner than a long drift interval (a network or a mirror may be
-                // back in a minute), but never in a tight loop.
-                let retry = Duration::from_secs(self.cfg.daemon.drift_interval_secs.min(60));
-                self.next_drift = Instant::now() + retry;
-                tracing::error!(reason = why, error = %e, exit_code = e.exit_code(), retry_secs = retry.as_secs(), "reconcile failed; retrying");
-                self.last_apply = Some(LastApply {
-                    at,
-                    result: format!("error: {}", crate::bundle::printable(&e.to_string(), 300)),
-                    exit_code: e.exit_code(),
-                    bundle: b,
-                });
-            }
+            Err(e) => self.failed(why, &e.to_string(), e.exit_code(), &b),
         }
         self.next_probe = Instant::now();
+        self.publish();
+    }
+
+    /// A reconcile that failed: logged, recorded, retried within a minute (a network or
+    /// a mirror may be back by then) but never in a tight loop.
+    fn failed(&mut self, why: &str, error: &str, code: u8, bundle: &str) {
+        let retry = Duration::from_secs(self.cfg.daemon.drift_interval_secs.min(60));
+        self.next_drift = Instant::now() + retry;
+        tracing::error!(reason = why, error = %error, exit_code = code, retry_secs = retry.as_secs(), "reconcile failed; retrying");
+        self.last_apply = Some(LastApply {
+            at: timefmt::rfc3339(timefmt::now()),
+            result: format!("error: {}", crate::bundle::printable(error, 300)),
+            exit_code: code,
+            bundle: bundle.to_string(),
+        });
+    }
+
+    /// The source's bundle could not be used (invalid, missing, not fetched).
+    fn source_failed(&mut self, why: &str, error: &str, bundle: &str) {
+        self.failed(why, error, exit::INVALID, bundle);
+    }
+
+    /// Which bundle to apply: the source's (`staged`), unless it is the one rolled back;
+    /// else the one in force. A new bundle goes on trial when there is a good one to
+    /// fall back to.
+    fn choose(&mut self, staged: Option<String>, full: bool) -> Option<String> {
+        let Some(d) = staged else {
+            return self.store.state.current.clone();
+        };
+        let st = &mut self.store.state;
+        if let Some(r) = &st.rejected {
+            if r.digest == d {
+                tracing::debug!(bundle = %store::short(&d), "the source still holds the rolled-back bundle");
+                return st.current.clone();
+            }
+            tracing::info!(rejected = %store::short(&r.digest), "the source changed since the rollback: trying its bundle");
+            st.rejected = None;
+        }
+        if st.current.as_deref() != Some(d.as_str()) {
+            st.trial = (full && st.good.as_ref().is_some_and(|g| *g != d)).then(|| Trial {
+                digest: d.clone(),
+                deadline: None,
+            });
+            tracing::info!(bundle = %store::short(&d), previous = %st.current.as_deref().map(store::short).unwrap_or_default(), "new bundle from the source");
+            st.current = Some(d.clone());
+        }
+        self.save_store();
+        Some(d)
+    }
+
+    fn save_store(&self) {
+        if let Err(e) = self.store.save() {
+            tracing::warn!(error = %e, "cannot record the bundle store's state ({}/{})", self.root.state_dir().display(), store::DIR);
+        }
+    }
+
+    /// When the bundle on trial must be ready.
+    fn trial_deadline(&self) -> Option<Instant> {
+        let dl = self.store.state.trial.as_ref()?.deadline?;
+        let left = (dl - timefmt::now()).max(0) as u64;
+        Some(Instant::now() + Duration::from_secs(left))
+    }
+
+    /// Last-known-good: a ready proxy makes the bundle in force the good one; a bundle on
+    /// trial that failed for good, or is not ready by its deadline, is rolled back.
+    fn check_trial(&mut self) {
+        let h = self.monitor.health().clone();
+        let st = &mut self.store.state;
+        match st.trial.clone() {
+            Some(Trial {
+                digest,
+                deadline: Some(dl),
+            }) => {
+                if h.state == State::Ready {
+                    tracing::info!(bundle = %store::short(&digest), "the new bundle's proxy is ready: it is the last-known-good bundle now");
+                    st.good = Some(digest);
+                    st.trial = None;
+                    self.save_store();
+                    self.publish();
+                } else if h.state == State::Failed || timefmt::now() >= dl {
+                    let reason = if h.state == State::Failed {
+                        h.line()
+                    } else {
+                        format!(
+                            "not ready within {} s ({})",
+                            self.cfg.health.wait_secs,
+                            h.line()
+                        )
+                    };
+                    self.rollback(digest, reason);
+                }
+            }
+            Some(_) => {}
+            None => {
+                if h.state == State::Ready && st.current.is_some() && st.good != st.current {
+                    st.good = st.current.clone();
+                    self.save_store();
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    /// Puts the last-known-good bundle back in force and records the bad one, which is
+    /// not tried again until the source changes.
+    fn rollback(&mut self, bad: String, reason: String) {
+        let st = &mut self.store.state;
+        st.trial = None;
+        let Some(good) = st.good.clone() else {
+            self.save_store();
+            return;
+        };
+        tracing::error!(
+            bundle = %store::short(&bad),
+            last_known_good = %store::short(&good),
+            reason = %reason,
+            "rolling back: the new bundle's proxy did not become ready; the last-known-good bundle is applied again and the new one is not retried until the source changes"
+        );
+        st.rejected = Some(Rejected {
+            digest: bad,
+            reason,
+            at: timefmt::rfc3339(timefmt::now()),
+        });
+        st.current = Some(good);
+        self.save_store();
+        self.reconcile("rollback");
+        if let Some(l) = &mut self.last_apply {
+            if l.exit_code == exit::OK {
+                l.result = "rolled-back".into();
+            }
+        }
         self.publish();
     }
 
@@ -433,6 +704,36 @@ impl Daemon {
         doc.enabled = sc.enablement().ok().filter(|e| !e.is_empty());
         doc.last_apply = self.last_apply.clone();
         doc.warnings.extend(self.token_note.clone());
+        doc.warnings.extend(
+            self.source_error
+                .as_ref()
+                .map(|e| match &self.store.state.current {
+                    Some(c) => format!(
+                        "bundle source: {e}; the bundle in force ({}) is kept",
+                        store::short(c)
+                    ),
+                    None => format!("bundle source: {e}"),
+                }),
+        );
+        let st = &self.store.state;
+        if let (Some(r), Some(c)) = (&st.rejected, &st.current) {
+            doc.warnings.push(format!(
+                "the bundle {} was rolled back at {} ({}); the last-known-good bundle {} is in force; fix the bundle at the source: a changed bundle is tried again",
+                store::short(&r.digest),
+                r.at,
+                r.reason,
+                store::short(c)
+            ));
+        }
+        doc.bundle = Some(BundleView {
+            current: st.current.clone(),
+            last_known_good: st.good.clone(),
+            trial: st.trial.as_ref().map(|t| match t.deadline {
+                Some(d) => format!("{} (ready by {})", t.digest, timefmt::rfc3339(d)),
+                None => t.digest.clone(),
+            }),
+            rejected: st.rejected.clone(),
+        });
         if let Err(e) = doc.store(&self.root) {
             tracing::warn!(error = %e, "cannot write the status file");
         }

@@ -350,12 +350,18 @@ fn retrying<T>(
 
 /// 50-100 % of `d`, so a fleet of VMs does not retry in lockstep.
 fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + 0.5 * unit_random())
+}
+
+/// A number in [0, 1) that differs between machines and calls: enough to spread a
+/// fleet's retries and polls (not for anything secret).
+pub fn unit_random() -> f64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.subsec_nanos())
         .unwrap_or(0);
-    let frac = 0.5 + (nanos % 1000) as f64 / 2000.0;
-    d.mul_f64(frac)
+    let mix = u64::from(nanos) ^ (u64::from(std::process::id()) << 20);
+    (mix.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Lowercase hex.

@@ -17,7 +17,6 @@ use thiserror::Error;
 
 use crate::bundle::Bundle;
 use crate::config::{self, Config};
-use crate::layout;
 use crate::root::{Root, RootError};
 use crate::run::exit;
 use os::{Arch, Format};
@@ -266,7 +265,7 @@ impl<'a> Step<'a> {
     }
 
     fn cache_dir(&self) -> Result<PathBuf, PackageError> {
-        Ok(self.root.resolve(Path::new(layout::CACHE_DIR))?)
+        Ok(self.root.resolve(self.root.cache_dir())?)
     }
 
     fn ca_files(&self) -> Result<Vec<PathBuf>, PackageError> {

@@ -247,7 +247,7 @@ pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, Pla
     p.hosts(bundle)?;
     let state = State::for_identity(bundle.token.sub.as_deref());
     if previous.as_ref() != Some(&state) {
-        let path = format!("{}/{}", layout::STATE_DIR, state::FILE);
+        let path = format!("{}/{}", p.root.state_dir().display(), state::FILE);
         p.file(
             &path,
             What::State,
@@ -307,7 +307,8 @@ impl Planner<'_> {
     /// the real run list the same steps, and say so.
     fn state_dir(&mut self) -> Result<(), PlanError> {
         let mut missing = false;
-        for sys in ancestors(layout::STATE_DIR) {
+        let state_dir = self.root.state_dir().display().to_string();
+        for sys in ancestors(&state_dir) {
             let (host, meta) = self.lstat(&sys, true)?;
             if meta.is_none() {
                 missing = true;
@@ -316,8 +317,7 @@ impl Planner<'_> {
         }
         if missing {
             self.plan.notes.push(format!(
-                "vmagent's own state directory {} (and missing parents) is created first; it is kept even if the apply is rolled back",
-                layout::STATE_DIR
+                "vmagent's own state directory {state_dir} (and missing parents) is created first; it is kept even if the apply is rolled back"
             ));
         }
         Ok(())
@@ -449,7 +449,7 @@ impl Planner<'_> {
     }
 
     fn previous_state(&self) -> Result<Option<State>, PlanError> {
-        let sys = format!("{}/{}", layout::STATE_DIR, state::FILE);
+        let sys = format!("{}/{}", self.root.state_dir().display(), state::FILE);
         let host = self.host(&sys, false)?;
         Ok(fsx::read_file(&host, READ_LIMIT)
             .ok()

@@ -50,9 +50,9 @@ pub struct Record {
 impl Record {
     /// Host path of the record.
     pub fn path(root: &Root) -> Result<PathBuf, ServiceError> {
-        root.resolve(&Path::new(layout::STATE_DIR).join(FILE))
+        root.resolve(&root.state_dir().join(FILE))
             .map_err(|e| ServiceError::Record {
-                path: layout::STATE_DIR.into(),
+                path: root.state_dir().display().to_string(),
                 reason: e.to_string(),
             })
     }

@@ -98,7 +98,8 @@ exec "$R/usr/local/bin/pilot-agent" proxy >> "$R/var/log/istio/istio.log" 2>> "$
 "#;
 
 /// The stand-in pilot-agent. `pilot-agent proxy` plays the scenario named in
-/// `$FIXTURE_ROOT/etc/istio-fixture/scenario` (default `ready`), writing Istio's real
+/// `$FIXTURE_ROOT/etc/istio-fixture/scenario` (default `ready`; a line
+/// `# fixture-scenario: NAME` in the installed cluster.env wins), writing Istio's real
 /// line format (`<ts>\t<level>\t[<scope>\t]<message>`) on stdout (the agent) and
 /// stderr (Envoy):
 /// - `ready`: the healthy start sequence, then (a second later, as Envoy applies its
@@ -117,7 +118,7 @@ exec "$R/usr/local/bin/pilot-agent" proxy >> "$R/var/log/istio/istio.log" 2>> "$
 /// (terminationDrainDuration, here 0.5 s instead of 5 s): not ready any more, the
 /// scenario's retries go on, then the real termination lines and exit 0. It stays up
 /// while `$FIXTURE_ROOT` exists (forever when unset).
-const PILOT_AGENT: &str = r#"#!/bin/sh
+const PILOT_AGENT: &str = r##"#!/bin/sh
 # stand-in pilot-agent {version} (vmagent test fixture)
 if [ "${1:-}" != proxy ]; then
     echo "pilot-agent $*"
@@ -130,6 +131,13 @@ TAB=$(printf '\t')
 scenario=ready
 if [ -r "$R/etc/istio-fixture/scenario" ]; then
     read -r scenario < "$R/etc/istio-fixture/scenario" || true
+fi
+# A bundle can carry its own scenario (a cluster.env comment), so a test can ship a
+# bundle whose proxy fails and one whose proxy comes up (last-known-good rollback).
+if [ -r "$R/var/lib/istio/envoy/cluster.env" ]; then
+    while IFS= read -r l; do
+        case "$l" in "# fixture-scenario: "*) scenario=${l#"# fixture-scenario: "} ;; esac
+    done < "$R/var/lib/istio/envoy/cluster.env"
 fi
 READY="$R/run/istio-fixture/ready"
 rm -f "$READY"
@@ -241,7 +249,7 @@ silent)
     exit 2
     ;;
 esac
-"#;
+"##;
 
 /// What a fixture package looks like.
 #[derive(Clone, Debug)]

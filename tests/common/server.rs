@@ -8,7 +8,8 @@
 //! ([`Server::always`]). `Range: bytes=N-` / `bytes=N-M` is honoured with 206 +
 //! Content-Range (416 past the end), and 200 responses carry `Accept-Ranges: bytes`,
 //! unless range support is switched off for the path ([`Server::no_ranges`]) or for one
-//! request ([`Fault::IgnoreRange`]).
+//! request ([`Fault::IgnoreRange`]). Every body has an `ETag` (a hash of its bytes) and
+//! `If-None-Match` with it answers `304 Not Modified`.
 //! The server stops (listener closed, stalled connections released) when dropped.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -298,6 +299,7 @@ fn reason(code: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        304 => "Not Modified",
         416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
@@ -379,6 +381,10 @@ fn serve(s: &mut dyn Conn, state: &Mutex<State>, stop: &AtomicBool) -> io::Resul
         .iter()
         .find(|(k, _)| k == "range")
         .map(|(_, v)| v.clone());
+    let if_none_match = headers
+        .iter()
+        .find(|(k, _)| k == "if-none-match")
+        .map(|(_, v)| v.clone());
     let head_only = method == "HEAD";
 
     // Record, then pick this request's fault and the body under one lock.
@@ -424,8 +430,22 @@ fn serve(s: &mut dyn Conn, state: &Mutex<State>, stop: &AtomicBool) -> io::Resul
         return Ok(());
     }
 
+    // A strong validator from the content: an unchanged body answers 304.
+    let etag = format!("\"{:016x}\"", {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut h);
+        h.finish()
+    });
+    if if_none_match.as_deref() == Some(etag.as_str()) {
+        simple(s, 304, &[("ETag", etag)], true);
+        return Ok(());
+    }
     let len = body.len();
-    let mut headers = vec![("Content-Type", "application/octet-stream".to_string())];
+    let mut headers = vec![
+        ("Content-Type", "application/octet-stream".to_string()),
+        ("ETag", etag),
+    ];
     let ignore = no_ranges || matches!(fault, Some(Fault::IgnoreRange));
     let (code, start, end) = match (ignore, parse_range(range.as_deref(), len)) {
         (true, _) | (false, None) => (200, 0, len),

@@ -1,0 +1,295 @@
+//! A bundle source at an https URL, polled: every `poll_interval_secs` (±20 % jitter, so
+//! a fleet started together does not poll in step), with `If-None-Match` /
+//! `If-Modified-Since` so an unchanged bundle costs a 304, and exponential backoff on
+//! errors (doubling up to an hour; `Retry-After` honoured), so a struggling server is
+//! never hammered.
+//!
+//! A new body is streamed (bounded) into the state dir and renamed over `fetched` only
+//! when complete; the daemon then stages it like a local bundle. The validators
+//! (ETag, Last-Modified) live beside it in `fetched.json`, so a restarted daemon does not
+//! download an unchanged bundle again. An invalid body is kept too: the daemon reports
+//! it and does not fetch it again until the server's copy changes.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+    RETRY_AFTER,
+};
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::fsx;
+use crate::package::fetch;
+use crate::root::Root;
+
+/// The longest wait between polls after errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// Largest bundle body accepted (the bundle reader's own stream bound).
+fn max_body() -> u64 {
+    crate::bundle::source::Limits::default().stream
+}
+
+/// What the last successful fetch recorded.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Validators {
+    url: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+/// What one poll found.
+#[derive(Debug)]
+pub enum Polled {
+    /// The server's copy is the one we have (304).
+    NotModified,
+    /// A new body is in [`Remote::file`].
+    New,
+    /// The poll failed; the next one is backed off.
+    Failed(String),
+}
+
+/// A polled URL source.
+pub struct Remote {
+    url: String,
+    client: Client,
+    headers: HeaderMap,
+    dir: PathBuf,
+    interval: Duration,
+    failures: u32,
+    next: Instant,
+    have: Validators,
+}
+
+impl Remote {
+    /// A source for `url` (https, or http to a loopback address only: the bundle holds
+    /// the token), storing into `dir` (host path).
+    pub fn new(url: &str, cfg: &Config, root: &Root, dir: &Path) -> Result<Remote, String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bundle URL '{url}': {e}"))?;
+        let loopback = matches!(
+            parsed.host_str(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        );
+        match parsed.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => {
+                return Err(format!(
+                    "bundle URL '{url}': only https is accepted (the bundle carries the istio-token); use https:// with [source] ca_file for a private CA"
+                ))
+            }
+        }
+        let mut cas = Vec::new();
+        if let Some(ca) = &cfg.source.ca_file {
+            cas.push(
+                root.resolve(ca)
+                    .map_err(|e| format!("[source] ca_file: {e}"))?,
+            );
+        }
+        let client = fetch::client(&cfg.download, &cas).map_err(|e| e.to_string())?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.source.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("[source] headers: '{k}' is not a valid header name"))?;
+            let mut value = HeaderValue::from_str(v).map_err(|_| {
+                format!("[source] headers: the value of '{k}' is not valid in a header")
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let have = fs::read(dir.join("fetched.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Validators>(&b).ok())
+            .filter(|v| v.url == url && dir.join("fetched").is_file())
+            .unwrap_or_default();
+        Ok(Remote {
+            url: url.to_string(),
+            client,
+            headers,
+            dir: dir.to_path_buf(),
+            interval: Duration::from_secs(cfg.source.poll_interval_secs.max(1)),
+            failures: 0,
+            next: Instant::now(),
+            have,
+        })
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The last body fetched from this URL, if any.
+    pub fn file(&self) -> Option<PathBuf> {
+        let f = self.dir.join("fetched");
+        (self.have.url == self.url && f.is_file()).then_some(f)
+    }
+
+    /// When the next poll is due.
+    pub fn due(&self) -> Instant {
+        self.next
+    }
+
+    /// Polls now (blocking, bounded by the download timeouts) and schedules the next.
+    pub fn poll(&mut self) -> Polled {
+        let (result, retry_after) = self.fetch();
+        let wait = match &result {
+            Polled::Failed(_) => {
+                self.failures = self.failures.saturating_add(1);
+                let backoff = self
+                    .interval
+                    .saturating_mul(1 << self.failures.min(12))
+                    .min(MAX_BACKOFF.max(self.interval));
+                spread(backoff).max(retry_after.unwrap_or_default())
+            }
+            _ => {
+                self.failures = 0;
+                spread(self.interval)
+            }
+        };
+        self.next = Instant::now() + wait;
+        result
+    }
+
+    fn fetch(&mut self) -> (Polled, Option<Duration>) {
+        let url = &self.url;
+        let mut req = self.client.get(url).headers(self.headers.clone());
+        if self.file().is_some() {
+            if let Some(e) = &self.have.etag {
+                req = req.header(IF_NONE_MATCH, e);
+            }
+            if let Some(m) = &self.have.last_modified {
+                req = req.header(IF_MODIFIED_SINCE, m);
+            }
+        }
+        let mut resp = match req.send() {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    Polled::Failed(format!("{url}: {}", fetch::error_chain(&e))),
+                    None,
+                )
+            }
+        };
+        let status = resp.status();
+        if status == StatusCode::NOT_MODIFIED {
+            return (Polled::NotModified, None);
+        }
+        if !status.is_success() {
+            let after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s).min(MAX_BACKOFF));
+            return (Polled::Failed(format!("{url}: HTTP {status}")), after);
+        }
+        let header = |h| {
+            resp.headers()
+                .get(h)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(String::from)
+        };
+        let got = Validators {
+            url: url.clone(),
+            etag: header(ETAG),
+            last_modified: header(LAST_MODIFIED),
+        };
+        match self.store(&mut resp) {
+            Ok(()) => {}
+            Err(e) => return (Polled::Failed(format!("{url}: {e}")), None),
+        }
+        let json = serde_json::to_vec(&got).unwrap_or_default();
+        if let Err(e) = fsx::write_atomic(&self.dir.join("fetched.json"), &json, 0o600, None) {
+            tracing::warn!(error = %e, "cannot record the bundle's ETag; it is downloaded again next time");
+        }
+        self.have = got;
+        (Polled::New, None)
+    }
+
+    /// Streams the body into `fetched` (bounded, fsynced, renamed into place).
+    fn store(&self, body: &mut impl Read) -> io::Result<()> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".fetching-")
+            .tempfile_in(&self.dir)?;
+        let limit = max_body();
+        let n = io::copy(&mut body.take(limit + 1), tmp.as_file_mut())?;
+        if n > limit {
+            return Err(io::Error::other(format!(
+                "the bundle is larger than {} MiB",
+                limit >> 20
+            )));
+        }
+        tmp.as_file_mut().flush()?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(self.dir.join("fetched")).map_err(|e| e.error)?;
+        fsx::sync_dir(&self.dir)
+    }
+}
+
+/// 80-120 % of `d`.
+fn spread(d: Duration) -> Duration {
+    d.mul_f64(0.8 + 0.4 * fetch::unit_random())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(url: &str, headers: &[(&str, &str)]) -> Result<Remote, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let root = Root::new(dir.path()).map_err(|e| e.to_string())?;
+        let mut cfg = Config::default();
+        for (k, v) in headers {
+            cfg.source.headers.insert(k.to_string(), v.to_string());
+        }
+        Remote::new(url, &cfg, &root, dir.path())
+    }
+
+    #[test]
+    fn only_https_or_loopback_http() {
+        assert!(remote("https://bundles.example.com/vm.tar", &[]).is_ok());
+        assert!(remote("http://127.0.0.1:8080/vm.tar", &[]).is_ok());
+        assert!(remote("http://localhost/vm.tar", &[]).is_ok());
+        let e = remote("http://bundles.example.com/vm.tar", &[]).err();
+        assert!(e.is_some_and(|e| e.contains("only https")));
+        assert!(remote("ftp://bundles.example.com/vm.tar", &[]).is_err());
+        assert!(remote("https://", &[]).is_err());
+    }
+
+    #[test]
+    fn bad_headers_are_named() {
+        let e = remote("https://b.example/x", &[("Bad Name", "v")]).err();
+        assert!(e.is_some_and(|e| e.contains("'Bad Name'")));
+        let e = remote("https://b.example/x", &[("X-Token", "a\nb")]).err();
+        assert!(e.is_some_and(|e| e.contains("'X-Token'")));
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_bounded() {
+        let mut r = match remote("http://127.0.0.1:9/unreachable", &[]) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        r.interval = Duration::from_secs(10);
+        let mut last = Duration::ZERO;
+        for i in 1..=20u32 {
+            assert!(matches!(r.poll(), Polled::Failed(_)));
+            let wait = r.due().saturating_duration_since(Instant::now());
+            assert!(
+                wait <= MAX_BACKOFF.mul_f64(1.2) + Duration::from_secs(1),
+                "{i}: {wait:?}"
+            );
+            if i <= 5 {
+                assert!(wait > last, "{i}: {wait:?} after {last:?}");
+            }
+            last = wait;
+        }
+    }
+}

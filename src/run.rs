@@ -288,6 +288,11 @@ pub fn apply(
     let state_dir = apply::state_dir(&root)?;
     let lock = lock::acquire(&state_dir.join("lock"), opts.lock_timeout, waiting)?;
     let recovered = apply::recover(&root)?;
+    // What the destinations held before vmagent touched anything, for uninstall: taken
+    // before the package step, whose postinst may create some of them (an empty mesh).
+    if installs {
+        capture_originals(&root, &first)?;
+    }
     let installed_with = match (&step, &decision) {
         (Some(s), Some(d)) => s.execute(d)?,
         _ => None,
@@ -311,29 +316,7 @@ pub fn apply(
         tracing::info!(command = %cmd, "istio-sidecar package installed");
     }
     if !plan.is_empty() {
-        // What these destinations held before vmagent's first write, for uninstall.
-        let first_writes: Vec<&str> = plan
-            .steps
-            .iter()
-            .filter_map(|s| match &s.action {
-                crate::plan::Action::WriteFile {
-                    path,
-                    what: crate::plan::What::Member(_),
-                    ..
-                } => Some(path.as_str()),
-                _ => None,
-            })
-            .collect();
-        crate::pristine::capture(&root, &first_writes).map_err(|source| {
-            after_package(
-                apply::ApplyError::Journal {
-                    dir: format!("{}/{}", root.state_dir().display(), crate::pristine::DIR),
-                    source,
-                }
-                .into(),
-                &installed_with,
-            )
-        })?;
+        capture_originals(&root, &plan).map_err(|e| after_package(e, &installed_with))?;
         apply::execute(&root, &plan).map_err(|e| after_package(e.into(), &installed_with))?;
         tracing::info!(actions = plan.steps.len(), root = %root.base().display(), "bundle applied");
     }
@@ -451,6 +434,30 @@ fn watch(
         waited: start.elapsed(),
         limit,
     }
+}
+
+/// Records (once per path) what the member destinations of `plan` hold now, so
+/// `vmagent uninstall` can put it back.
+fn capture_originals(root: &Root, plan: &Plan) -> Result<(), RunError> {
+    let writes: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            crate::plan::Action::WriteFile {
+                path,
+                what: crate::plan::What::Member(_),
+                ..
+            } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    crate::pristine::capture(root, &writes).map_err(|source| {
+        apply::ApplyError::Journal {
+            dir: format!("{}/{}", root.state_dir().display(), crate::pristine::DIR),
+            source,
+        }
+        .into()
+    })
 }
 
 /// A failure after the package was installed says so: the package is not rolled back.

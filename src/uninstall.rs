@@ -33,6 +33,52 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> RunError {
     RunError::Unsupported(format!("{what}: {e}"))
 }
 
+/// Directories the sidecar package creates and leaves behind, deepest first.
+const LEFTOVER_DIRS: &[&str] = &[
+    "/var/run/secrets/tokens",
+    "/var/run/secrets",
+    "/etc/certs",
+    "/var/lib/istio/config",
+    "/var/lib/istio/envoy",
+    "/var/lib/istio/proxy",
+    "/var/lib/istio",
+    "/var/log/istio",
+];
+
+fn purge_leftovers(root: &Root, dry_run: bool, steps: &mut Vec<String>) -> Result<(), RunError> {
+    for log in [layout::ISTIO_LOG, layout::ISTIO_ERR_LOG] {
+        let host = root.resolve(Path::new(log))?;
+        if fsx::meta(&host).map_err(|e| io_err(log, e))?.is_some() {
+            steps.push(format!("remove {log} (purge)"));
+            if !dry_run {
+                fsx::remove_if_exists(&host).map_err(|e| io_err(log, e))?;
+            }
+        }
+    }
+    let (link, target) = layout::ETC_ISTIO;
+    for sys in LEFTOVER_DIRS {
+        let host = root.resolve(Path::new(sys))?;
+        let empty = std::fs::read_dir(&host).is_ok_and(|mut d| d.next().is_none());
+        if host.is_dir() && (empty || dry_run) {
+            steps.push(format!("remove {sys} (purge, if empty)"));
+            if !dry_run {
+                // Not empty after all (a race, or the dry run's guess): kept.
+                let _ = std::fs::remove_dir(&host);
+            }
+        }
+    }
+    let host = root.resolve_parent(Path::new(link))?;
+    let ours = std::fs::read_link(&host).is_ok_and(|t| t == Path::new(target));
+    let gone = !root.resolve(Path::new(target))?.exists();
+    if ours && (gone || dry_run) {
+        steps.push(format!("remove {link} -> {target} (purge)"));
+        if !dry_run {
+            fsx::remove_if_exists(&host).map_err(|e| io_err(link, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the uninstall; returns the steps done (or, dry run, to do), one line each.
 pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
     let (root, bad_config) = crate::config::Config::locate_lenient(Root::new(&opts.root)?);
@@ -89,9 +135,10 @@ pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
     // 2. The package.
     if let Ok(fmt) = package::os::format(&root) {
         if let Some(v) = package::install::installed(&root, fmt)? {
-            steps.push(format!("remove package {} {v}", package::install::NAME));
+            let how = if opts.purge { "purge" } else { "remove" };
+            steps.push(format!("{how} package {} {v}", package::install::NAME));
             if !opts.dry_run {
-                package::install::remove(&root, fmt)?;
+                package::install::remove(&root, fmt, opts.purge)?;
             }
         }
     }
@@ -158,6 +205,11 @@ pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
                 fsx::remove_if_exists(&p).map_err(|e| io_err(name, e))?;
             }
         }
+    }
+    // 6. --purge: what the package's postinst made and its removal leaves (directories,
+    // the /etc/istio link, the proxy's logs): removed when nothing else is in them.
+    if opts.purge {
+        purge_leftovers(&root, opts.dry_run, &mut steps)?;
     }
     // The daemon's bundle store holds copies of the token: it goes with the rest.
     let store = state.join(crate::daemon::store::DIR);

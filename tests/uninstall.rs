@@ -170,6 +170,22 @@ fn dry_run_changes_nothing_and_purge_removes_state() {
         fs::read_to_string(root.at("/etc/certs/root-cert.pem")).unwrap(),
         "hand-copied cert\n"
     );
+    // The package is purged (no conffiles left, not "rc"), and what its postinst made
+    // is gone where nothing else is in it; /etc/certs keeps the hand-copied cert.
+    let status = fs::read_to_string(root.at("/var/lib/dpkg/status")).unwrap();
+    assert!(!status.contains("Package: istio-sidecar"), "{status}");
+    for gone in [
+        "/var/lib/istio",
+        "/etc/istio",
+        "/var/log/istio",
+        "/var/run/secrets/tokens",
+    ] {
+        assert!(
+            fs::symlink_metadata(root.at(gone)).is_err(),
+            "{gone} left after --purge\n{}",
+            show(&o)
+        );
+    }
     // After a purge there is no record of what vmagent wrote: nothing more is touched.
     let o = code(uninstall(&fake, root.path(), &[]), 0, "after purge");
     assert!(stdout(&o).contains("nothing to uninstall"), "{}", show(&o));

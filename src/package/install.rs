@@ -221,11 +221,12 @@ pub fn install(
 /// Removes istio-sidecar (`dpkg -r` / `rpm -e`, with `--root` for a root other than
 /// `/`); returns the command run. The package's removal does not stop the service:
 /// callers stop it first.
-pub fn remove(root: &Root, format: Format) -> Result<String, PackageError> {
+pub fn remove(root: &Root, format: Format, purge: bool) -> Result<String, PackageError> {
     let cmd = match format {
         Format::Deb => {
             let mut c = tool(root, "dpkg");
-            c.args(["-r", NAME]);
+            // --purge also removes the conffiles (sidecar.env, the bootstrap template).
+            c.args([if purge { "--purge" } else { "-r" }, NAME]);
             c
         }
         Format::Rpm => {

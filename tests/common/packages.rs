@@ -36,14 +36,20 @@ TimeoutStopSec=30s
 WantedBy=multi-user.target
 ";
 
-/// The postinst, shaped like tools/packaging/postinst.sh but with shell builtins for the
-/// account (busybox has no useradd); uid 998 like the other test roots.
+/// The postinst, shaped like tools/packaging/postinst.sh: `useradd` where there is one
+/// (a real system), else shell builtins for the account (busybox test roots have no
+/// useradd), uid 998 like the other test roots.
 const POSTINST: &str = r#"#!/bin/sh
 set -e
 umask 022
 if ! grep -q '^istio-proxy:' /etc/passwd; then
-    echo 'istio-proxy:x:998:' >> /etc/group
-    echo 'istio-proxy:x:998:998::/var/lib/istio:/bin/false' >> /etc/passwd
+    if command -v useradd >/dev/null 2>&1; then
+        # A real system (the VM test): a free system id, as the real postinst gets.
+        useradd --system --user-group --home-dir /var/lib/istio --shell /bin/false istio-proxy
+    else
+        echo 'istio-proxy:x:998:' >> /etc/group
+        echo 'istio-proxy:x:998:998::/var/lib/istio:/bin/false' >> /etc/passwd
+    fi
 fi
 if [ ! -e /etc/istio ]; then
     ln -s /var/lib/istio /etc/istio

@@ -367,6 +367,15 @@ impl Config {
         for v in c.source.headers.values_mut() {
             *v = "<redacted>".into();
         }
+        // Defaults applied where the value is used are shown too (the VM test found
+        // empty sections where the README promises the defaults).
+        c.package.url.get_or_insert_with(|| DEFAULT_URL.to_string());
+        c.paths
+            .state_dir
+            .get_or_insert_with(|| crate::layout::STATE_DIR.into());
+        c.paths
+            .cache_dir
+            .get_or_insert_with(|| crate::layout::CACHE_DIR.into());
         toml::to_string(&c).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
@@ -453,6 +462,18 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into())
             .collect();
         assert_eq!(names, ["config.toml", "10-a.toml", "20-b.toml"]);
+    }
+
+    #[test]
+    fn show_fills_in_defaults_applied_at_use() {
+        let shown = Config::default().show();
+        for want in [
+            "blob.istio.io",
+            "state_dir = \"/var/lib/vmagent\"",
+            "cache_dir = \"/var/cache/vmagent\"",
+        ] {
+            assert!(shown.contains(want), "{want}:\n{shown}");
+        }
     }
 
     #[test]

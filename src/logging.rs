@@ -1,6 +1,10 @@
-//! Logging: `tracing` events go to the journal with structured fields when vmagent's
-//! stderr is the journal (systemd sets JOURNAL_STREAM to that stream's device:inode),
-//! else to stderr as plain lines (`warning: ...`). `-v`/`-q` move the level; RUST_LOG,
+//! Logging: `tracing` events go to stderr as one line each, `message key=value ...`.
+//! When stderr is the journal (systemd sets JOURNAL_STREAM to that stream's
+//! device:inode) each line starts with its syslog priority (`<3>`, sd-daemon(3)), which
+//! journald turns into the entry's PRIORITY; elsewhere with a word (`warning: ...`).
+//! The fields stay in the message text, where `journalctl -u vmagent` shows them: a
+//! structured journal entry would keep them only in fields the default view hides (the
+//! VM test found "reconcile failed; retrying" without its error). `-v`/`-q` move the level; RUST_LOG,
 //! when set, wins. Secrets are never passed to a log call: tokens are only ever
 //! described by their claims.
 
@@ -10,9 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Whether stderr is connected to the journal (systemd's documented check).
@@ -43,26 +45,19 @@ pub fn init(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    if journal {
-        if let Ok(layer) = tracing_journald::layer() {
-            let _ = tracing_subscriber::registry()
-                .with(filter)
-                .with(layer.with_syslog_identifier("vmagent".into()))
-                .try_init();
-            return;
-        }
-    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .event_format(Plain)
+        .event_format(Plain { journal })
         .try_init();
 }
 
-/// `warning: message key=value` lines, no timestamps (the terminal or the caller's log
-/// has those).
-struct Plain;
+/// `warning: message key=value` lines (or `<4>message key=value` for the journal), no
+/// timestamps (the terminal, the caller's log or the journal has those).
+struct Plain {
+    journal: bool,
+}
 
 impl<S, N> FormatEvent<S, N> for Plain
 where
@@ -75,12 +70,16 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let prefix = match *event.metadata().level() {
-            Level::ERROR => "error: ",
-            Level::WARN => "warning: ",
-            Level::INFO => "",
-            Level::DEBUG => "debug: ",
-            Level::TRACE => "trace: ",
+        let prefix = match (*event.metadata().level(), self.journal) {
+            (Level::ERROR, false) => "error: ",
+            (Level::WARN, false) => "warning: ",
+            (Level::INFO, false) => "",
+            (Level::DEBUG, false) => "debug: ",
+            (Level::TRACE, false) => "trace: ",
+            (Level::ERROR, true) => "<3>",
+            (Level::WARN, true) => "<4>",
+            (Level::INFO, true) => "<6>",
+            (Level::DEBUG | Level::TRACE, true) => "<7>",
         };
         w.write_str(prefix)?;
         ctx.field_format().format_fields(w.by_ref(), event)?;

@@ -307,7 +307,11 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
             let since = since_if(&health, State::Failed);
             let mut h = Health::unknown();
             h.state = State::Failed;
-            h.failure = Some(Failure::ServiceFailed);
+            h.failure = Some(if u.load == "not-found" {
+                Failure::NotInstalled
+            } else {
+                Failure::ServiceFailed
+            });
             h.service = Some(u.describe());
             h.evidence = vec![format!(
                 "systemd: {} is {}",

@@ -678,6 +678,7 @@ fn table_covers_every_log_failure_stage_and_ready() {
         Failure::NotReady,
         Failure::CrashLoop,
         Failure::ServiceFailed,
+        Failure::NotInstalled,
     ];
     let t = table();
     let wanted: Vec<Class> = t.rows.iter().filter_map(|r| r.want).collect();
@@ -732,7 +733,7 @@ fn failure_kinds_have_unique_names_codes_and_text() {
         assert!(!k.summary().trim().is_empty(), "{k:?}: empty summary");
         assert!(!k.hint().trim().is_empty(), "{k:?}: empty hint");
         let code = k.exit_code();
-        assert!((10..=22).contains(&code), "{k:?}: exit code {code}");
+        assert!((10..=23).contains(&code), "{k:?}: exit code {code}");
         assert!(codes.insert(code), "{k:?}: exit code {code} used twice");
         let name = k.name();
         assert!(names.insert(name), "{k:?}: name {name} used twice");
@@ -747,11 +748,11 @@ fn failure_kinds_have_unique_names_codes_and_text() {
             "{k:?}"
         );
     }
-    assert_eq!(codes.len(), 13);
+    assert_eq!(codes.len(), 14);
     assert_eq!(
         codes,
-        (10..=22).collect::<HashSet<u8>>(),
-        "exit codes are 10..=22, each once"
+        (10..=23).collect::<HashSet<u8>>(),
+        "exit codes are 10..=23, each once"
     );
 }
 

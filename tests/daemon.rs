@@ -1883,3 +1883,54 @@ fn uninstall_is_refused_while_the_daemon_runs() {
     assert_eq!(deb_installed(vm.root.path()), None);
     assert!(!vm.at("/var/lib/vmagent/bundles").exists());
 }
+
+/// Under systemd (stderr is the journal: JOURNAL_STREAM names it) every line carries its
+/// syslog priority as a `<N>` prefix and keeps its fields in the text, which is what
+/// `journalctl -u vmagent` shows (the VM test found errors without their reason when
+/// they were journal fields).
+#[test]
+fn journal_lines_carry_priority_and_fields() {
+    let vm = Vm::with(
+        "ready",
+        &Conf {
+            drift: 3600,
+            ..Conf::default()
+        },
+    );
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("journal-stream");
+    let file = fs::File::create(&log).unwrap();
+    let m = file.metadata().unwrap();
+    let mut c = vmagent_cmd();
+    c.args(["daemon", "--root"])
+        .arg(vm.root.path())
+        .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file);
+    vm.fake.configure(&mut c);
+    let mut child = c.spawn().unwrap();
+    let deadline = Instant::now() + HANG;
+    let text = loop {
+        let t = fs::read_to_string(&log).unwrap_or_default();
+        if t.contains("health: ready") || Instant::now() > deadline {
+            break t;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("<6>health: ready"), "{text}");
+    let repaired = text
+        .lines()
+        .find(|l| l.contains("repaired:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        repaired.starts_with("<4>repaired:") && repaired.contains("changes="),
+        "{text}"
+    );
+    assert!(
+        text.lines().all(|l| l.starts_with('<')),
+        "a line without priority:\n{text}"
+    );
+}

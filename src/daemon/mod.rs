@@ -744,13 +744,13 @@ impl Daemon {
         if line != self.status_line {
             match h.state {
                 State::Ready | State::Starting | State::Unknown => {
-                    tracing::info!(state = h.state.name(), "{line}")
+                    tracing::info!(state = h.state.name(), "health: {line}")
                 }
                 _ => tracing::warn!(
                     state = h.state.name(),
                     reason = h.failure.map(|f| f.name()),
                     hint = h.failure.map(|f| f.hint()),
-                    "{line}"
+                    "health: {line}"
                 ),
             }
             self.status_line = line;

@@ -39,11 +39,13 @@ pub enum Failure {
     UnknownError,
     /// systemd reports the service failed (or it could not be started).
     ServiceFailed,
+    /// There is no istio.service at all: the istio-sidecar package is not installed.
+    NotInstalled,
 }
 
 impl Failure {
     /// Every kind (documentation and tests).
-    pub const ALL: [Failure; 13] = [
+    pub const ALL: [Failure; 14] = [
         Failure::NotReady,
         Failure::TokenRejected,
         Failure::TokenMissing,
@@ -57,6 +59,7 @@ impl Failure {
         Failure::KernelModules,
         Failure::UnknownError,
         Failure::ServiceFailed,
+        Failure::NotInstalled,
     ];
 
     /// The kebab-case name used in output and JSON.
@@ -75,6 +78,7 @@ impl Failure {
             Failure::KernelModules => "kernel-modules",
             Failure::UnknownError => "unknown-error",
             Failure::ServiceFailed => "service-failed",
+            Failure::NotInstalled => "not-installed",
         }
     }
 
@@ -94,6 +98,7 @@ impl Failure {
             Failure::KernelModules => 20,
             Failure::UnknownError => 21,
             Failure::ServiceFailed => 22,
+            Failure::NotInstalled => 23,
         }
     }
 
@@ -125,6 +130,7 @@ impl Failure {
             }
             Failure::UnknownError => "the proxy logged an error",
             Failure::ServiceFailed => "the istio service failed",
+            Failure::NotInstalled => "there is no istio service: the istio-sidecar package is not installed",
         }
     }
 
@@ -166,6 +172,9 @@ impl Failure {
             }
             Failure::UnknownError => "read the evidence lines and /var/log/istio/istio.log",
             Failure::ServiceFailed => "read `systemctl status istio` and `journalctl -u istio`",
+            Failure::NotInstalled => {
+                "give vmagent a package source ([package] version or url in the config, `apply --package`, or a .deb/.rpm in the bundle); `vmagent status` shows the last apply's error"
+            }
         }
     }
 

@@ -205,6 +205,7 @@ impl Monitor {
         h.restarts = u.restarts.saturating_sub(base);
         if h.state != State::Ready && h.state != State::Failed {
             let dead = match u.active.as_str() {
+                _ if u.load == "not-found" => Some(Failure::NotInstalled),
                 "failed" => Some(Failure::ServiceFailed),
                 "inactive" | "deactivating" => Some(Failure::ServiceFailed),
                 _ if h.restarts >= CRASH_LOOP => Some(Failure::CrashLoop),
@@ -461,6 +462,27 @@ mod tests {
             (State::Failed, Some(Failure::CrashLoop))
         );
         assert!(h.evidence[0].contains("Envoy exited"), "{h:?}");
+    }
+
+    /// No istio.service at all (the package never got installed) is not "the service
+    /// failed": the VM test found that verdict pointing operators the wrong way.
+    #[test]
+    fn a_missing_unit_is_not_installed() {
+        let view: UnitView = Box::new(|| {
+            Some(UnitState {
+                load: "not-found".into(),
+                active: "inactive".into(),
+                sub: "dead".into(),
+                restarts: 0,
+                need_reload: false,
+            })
+        });
+        let (_t, _log, mut m) = fixture(Some(view));
+        let h = step(&mut m);
+        assert_eq!(
+            (h.state, h.failure),
+            (State::Failed, Some(Failure::NotInstalled))
+        );
     }
 
     #[test]

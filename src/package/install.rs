@@ -30,6 +30,7 @@ pub struct FileInfo {
 
 fn run(cmd: &mut Command) -> Result<std::process::Output, PackageError> {
     cmd.env("LC_ALL", "C");
+    crate::service::without_notify_env(cmd);
     cmd.output()
         .map_err(|e| PackageError::Tool(format!("cannot run {}: {e}", show(cmd))))
 }

@@ -158,6 +158,7 @@ impl Systemctl {
 
     fn command(&self, args: &[&str]) -> (Command, String) {
         let mut c = Command::new(&self.program);
+        without_notify_env(&mut c);
         let mut shown = vec!["systemctl".to_string()];
         if let Some(r) = &self.root {
             let a = format!("--root={}", r.display());
@@ -344,4 +345,14 @@ fn unit_file_exists(root: &Root) -> bool {
             .map(|p| p.exists())
             .unwrap_or(false)
     })
+}
+
+/// Children must not talk to vmagent's own notify socket: a failing systemctl sends
+/// `ERRNO=` to `$NOTIFY_SOCKET` (the VM test saw systemd log each one as a refused
+/// notification; under NotifyAccess=all it would become vmagent's status).
+pub fn without_notify_env(c: &mut Command) -> &mut Command {
+    for v in ["NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"] {
+        c.env_remove(v);
+    }
+    c
 }

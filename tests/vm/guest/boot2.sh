@@ -1,0 +1,70 @@
+#!/bin/bash
+# Second boot (vmtest-boot2.service): scenario 5 (after the reboot the daemon restored
+# the token and the proxy is ready again), then scenario 7 (uninstall brings the VM
+# back to the snapshot taken before vmagent), then power off.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. /var/lib/vmtest/guest/lib.sh
+
+scenario s5
+mark "uptime=$(uptime_s)"
+proxy_ids
+if [ -r /run/vmtest/early.env ]; then
+    while IFS= read -r l; do mark "$l"; done </run/vmtest/early.env
+else
+    mark "token_early=unknown (vmtest-early.service did not run)"
+fi
+wait_ready 180
+tok=/var/run/secrets/tokens/istio-token
+if [ -e "$tok" ]; then
+    mark "token=$(stat -c '%a %u %g' "$tok")"
+    mark "token_sha256=$(sha256sum <"$tok" | cut -d' ' -f1)"
+else
+    mark "token=absent"
+fi
+service_facts ""
+mark "vmagent_active=$(systemctl is-active vmagent.service)"
+mark "vmagent_ready_us=$(unit_prop vmagent.service ActiveEnterTimestampMonotonic)"
+mark "istio_start_us=$(unit_prop istio.service ExecMainStartTimestampMonotonic)"
+while IFS= read -r l; do mark "journal_repaired=$l"; done < <(journalctl -b -u vmagent.service --no-pager -o cat | grep 'repaired')
+mark "notify_rejected=$(journalctl -b -u vmagent.service --no-pager -o cat | grep -c 'Got notification message from PID')"
+# When the daemon first saw the proxy ready in this boot (journal, seconds since boot).
+mark "daemon_ready_seen=$(journalctl -b -u vmagent.service --no-pager -o short-monotonic |
+    sed -n 's/^\[ *\([0-9.]*\)\].*ready: the proxy is in the mesh.*/\1/p' | head -n 1)"
+vcmd journalctl -b -u vmagent.service --no-pager -o short-monotonic
+vcmd journalctl -b -u istio.service --no-pager -o short-monotonic
+vcmd vmagent status
+
+# --- scenario 7: uninstall ----------------------------------------------------------
+scenario s7
+# The daemon still runs: uninstall refuses (it would put everything back) and names the
+# remedy. Nothing may have changed.
+run_step refused vmagent uninstall --purge
+mark "refused.istio_active=$(systemctl is-active istio.service)"
+mark "refused.hosts_block=$(grep -c '^# BEGIN vmagent-managed' /etc/hosts)"
+# The remedy it names, then the uninstall proper and vmagent's own package.
+run_step stop systemctl disable --now vmagent.service
+run_step uninstall vmagent uninstall --purge
+run_step dpkg dpkg --purge vmagent
+sleep 2
+vcmd journalctl -b -u vmagent.service --no-pager -o short-monotonic -n 30
+# What the test itself wrote for the daemon (an operator's files, not the package's).
+rm -f /etc/vmagent/config.d/50-vmtest.toml /etc/vmagent/bundle.tar.gz
+rmdir /etc/vmagent/config.d /etc/vmagent 2>/dev/null
+snapshot post
+snapdiff pre post
+mark "pkg_sidecar=$(pkg_state istio-sidecar)"
+mark "pkg_vmagent=$(pkg_state vmagent)"
+mark "istio_enabled=$(systemctl is-enabled istio.service 2>&1)"
+mark "istio_active=$(systemctl is-active istio.service 2>&1)"
+for p in /var/lib/vmagent /var/cache/vmagent /run/vmagent /etc/vmagent /usr/bin/vmagent \
+    /lib/systemd/system/istio.service.d /etc/systemd/system/istio.service.d \
+    /etc/systemd/system/multi-user.target.wants/istio.service \
+    /etc/systemd/system/multi-user.target.wants/vmagent.service; do
+    if [ -e "$p" ] || [ -L "$p" ]; then mark "exists=$p yes"; else mark "exists=$p no"; fi
+done
+mark "hosts_b64=$(base64 -w0 /etc/hosts)"
+vcmd cat "$W/snap-post/files"
+
+scenario boot2
+mark "done=$(uptime_s)"
+systemctl --no-block poweroff

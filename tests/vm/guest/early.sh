@@ -1,0 +1,14 @@
+#!/bin/bash
+# Second boot, ordered before vmagent.service and istio.service (vmtest-early.service):
+# records whether the token is there before vmagent restores it. /run is a tmpfs, so a
+# reboot must have wiped it. The seed is not mounted yet: facts go to a file that
+# boot2.sh reports.
+set -uo pipefail
+mkdir -p /run/vmtest
+{
+    if [ -e /var/run/secrets/tokens/istio-token ]; then echo "token_early=present"; else echo "token_early=absent"; fi
+    echo "run_fstype=$(findmnt -no FSTYPE /run)"
+    echo "early_uptime=$(cut -d' ' -f1 /proc/uptime)"
+    echo "vmagent_early=$(systemctl is-active vmagent.service)"
+    echo "istio_early=$(systemctl is-active istio.service)"
+} >/run/vmtest/early.env 2>&1

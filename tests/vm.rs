@@ -515,6 +515,15 @@ impl Check {
     }
 }
 
+/// The istio service is active and the readiness port answers 200 (facts `PREFIXistio_active`
+/// and `PREFIXready_http`).
+fn proxy_up(c: &mut Check, r: &Results, sc: &str, prefix: &str) {
+    let active = r.get(sc, &format!("{prefix}istio_active"));
+    c.eq(sc, "systemctl is-active istio", active, "active");
+    let ready = r.get(sc, &format!("{prefix}ready_http"));
+    c.eq(sc, "GET :15021/healthz/ready", ready, "200");
+}
+
 /// `/etc/hosts` split into the bytes outside vmagent's managed block and the lines in it.
 fn split_hosts(h: &str) -> (String, Vec<String>, usize) {
     let mut outside = String::new();
@@ -715,23 +724,12 @@ fn oneshot(r: &Results, p: &Payload, c: &mut Check, pristine_hosts: &str) {
     c.that(sc, s.stdout_at("ready:").is_some(), || {
         format!("vmagent did not print `ready:`; {}", s.show())
     });
-    c.eq(
-        sc,
-        "systemctl is-active istio",
-        r.get(sc, "istio_active"),
-        "active",
-    );
+    proxy_up(c, r, sc, "");
     c.eq(
         sc,
         "systemctl is-enabled istio",
         r.get(sc, "istio_enabled"),
         "enabled",
-    );
-    c.eq(
-        sc,
-        "GET :15021/healthz/ready",
-        r.get(sc, "ready_http"),
-        "200",
     );
     c.that(sc, r.num(sc, "log_cert").unwrap_or(0.0) >= 1.0, || {
         "istio.log has no `generated new workload certificate` line".into()
@@ -851,18 +849,7 @@ fn upgrade(r: &Results, p: &Payload, c: &mut Check) {
     c.that(sc, s.stdout_at("ready:").is_some(), || {
         format!("not ready again after the upgrade; {}", s.show())
     });
-    c.eq(
-        sc,
-        "systemctl is-active istio",
-        r.get(sc, "after.istio_active"),
-        "active",
-    );
-    c.eq(
-        sc,
-        "GET :15021/healthz/ready",
-        r.get(sc, "after.ready_http"),
-        "200",
-    );
+    proxy_up(c, r, sc, "after.");
     check_layout(c, r, sc, p);
 }
 
@@ -972,18 +959,7 @@ fn reboot(r: &Results, p: &Payload, c: &mut Check) {
         r.get(sc, "token_sha256"),
         &p.bundle_sha["istio-token"],
     );
-    c.eq(
-        sc,
-        "systemctl is-active istio",
-        r.get(sc, "istio_active"),
-        "active",
-    );
-    c.eq(
-        sc,
-        "GET :15021/healthz/ready",
-        r.get(sc, "ready_http"),
-        "200",
-    );
+    proxy_up(c, r, sc, "");
     c.eq(
         sc,
         "systemctl is-active vmagent",

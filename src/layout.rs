@@ -136,6 +136,19 @@ pub const ETC_ISTIO: (&str, &str) = ("/etc/istio", "/var/lib/istio");
 /// Certificates the agent writes for the current identity; stale after an identity change.
 pub const PROXY_CERTS: &[&str] = &["/etc/certs/cert-chain.pem", "/etc/certs/key.pem"];
 
+/// Directories the sidecar package's postinst (and vmagent) make and the package's
+/// removal leaves behind, deepest first: `uninstall --purge` removes them when empty.
+pub const LEFTOVER_DIRS: &[&str] = &[
+    "/var/run/secrets/tokens",
+    "/var/run/secrets",
+    "/etc/certs",
+    "/var/lib/istio/config",
+    "/var/lib/istio/envoy",
+    "/var/lib/istio/proxy",
+    "/var/lib/istio",
+    "/var/log/istio",
+];
+
 /// The hosts file that receives the managed block.
 pub const HOSTS: &str = "/etc/hosts";
 

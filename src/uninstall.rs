@@ -33,18 +33,6 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> RunError {
     RunError::Unsupported(format!("{what}: {e}"))
 }
 
-/// Directories the sidecar package creates and leaves behind, deepest first.
-const LEFTOVER_DIRS: &[&str] = &[
-    "/var/run/secrets/tokens",
-    "/var/run/secrets",
-    "/etc/certs",
-    "/var/lib/istio/config",
-    "/var/lib/istio/envoy",
-    "/var/lib/istio/proxy",
-    "/var/lib/istio",
-    "/var/log/istio",
-];
-
 fn purge_leftovers(root: &Root, dry_run: bool, steps: &mut Vec<String>) -> Result<(), RunError> {
     for log in [layout::ISTIO_LOG, layout::ISTIO_ERR_LOG] {
         let host = root.resolve(Path::new(log))?;
@@ -56,7 +44,7 @@ fn purge_leftovers(root: &Root, dry_run: bool, steps: &mut Vec<String>) -> Resul
         }
     }
     let (link, target) = layout::ETC_ISTIO;
-    for sys in LEFTOVER_DIRS {
+    for sys in layout::LEFTOVER_DIRS {
         let host = root.resolve(Path::new(sys))?;
         let empty = std::fs::read_dir(&host).is_ok_and(|mut d| d.next().is_none());
         if host.is_dir() && (empty || dry_run) {

@@ -90,6 +90,8 @@ struct Daemon {
     store: Store,
     /// Why the source could not be used last time (bundle invalid, unreachable URL).
     source_error: Option<String>,
+    /// Why the last poll of a URL source failed (cleared by the next good poll).
+    poll_error: Option<String>,
     monitor: Monitor,
     next_drift: Instant,
     next_probe: Instant,
@@ -157,6 +159,7 @@ impl Daemon {
             source: Source::None,
             store,
             source_error: None,
+            poll_error: None,
             reporter: cfg.health.report_url.clone().map(report::Reporter::new),
             root,
             cfg,
@@ -231,17 +234,12 @@ impl Daemon {
             Polled::NotModified => tracing::debug!(url = %url, "bundle not modified"),
             Polled::Failed(e) => {
                 tracing::warn!(error = %e, next_poll_secs = retry, "polling the bundle URL failed; backing off");
-                self.source_error = Some(format!("polling the bundle URL failed: {e}"));
+                self.poll_error = Some(format!("polling the bundle URL failed: {e}"));
                 self.publish();
                 return;
             }
         }
-        if self
-            .source_error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("polling"))
-        {
-            self.source_error = None;
+        if self.poll_error.take().is_some() {
             self.publish();
         }
     }
@@ -393,13 +391,7 @@ impl Daemon {
                 Ok(None) => None,
                 Ok(Some(p)) => match self.store.stage(&p) {
                     Ok(d) => {
-                        if !self
-                            .source_error
-                            .as_deref()
-                            .is_some_and(|e| e.starts_with("polling"))
-                        {
-                            self.source_error = None;
-                        }
+                        self.source_error = None;
                         Some(d)
                     }
                     Err(e) => {
@@ -705,8 +697,9 @@ impl Daemon {
         doc.last_apply = self.last_apply.clone();
         doc.warnings.extend(self.token_note.clone());
         doc.warnings.extend(
-            self.source_error
-                .as_ref()
+            [&self.poll_error, &self.source_error]
+                .into_iter()
+                .flatten()
                 .map(|e| match &self.store.state.current {
                     Some(c) => format!(
                         "bundle source: {e}; the bundle in force ({}) is kept",

@@ -153,7 +153,9 @@ mod tests {
     use super::*;
 
     fn entries() -> Vec<Entry> {
-        crate::bundle::hosts::parse(b"192.0.2.10 istiod.istio-system.svc\n").unwrap()
+        crate::bundle::hosts::parse(b"192.0.2.10 istiod.istio-system.svc\n")
+            .unwrap()
+            .0
     }
 
     #[test]

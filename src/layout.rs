@@ -87,7 +87,18 @@ pub const FILES: &[FileSpec] = &[
         mode: 0o644,
         owner: Owner::Proxy,
     },
+    // Installed only where dnsmasq is (see [`DNSMASQ_DIR`]), as setupIstioVM.sh did.
+    FileSpec {
+        member: Member::KubeDns,
+        path: "/etc/dnsmasq.d/kubedns",
+        mode: 0o644,
+        owner: Owner::Root,
+    },
 ];
+
+/// dnsmasq's drop-in directory: the dnsmasq package makes it, so its presence is how
+/// Istio 1.0's setupIstioVM.sh told that dnsmasq is installed.
+pub const DNSMASQ_DIR: &str = "/etc/dnsmasq.d";
 
 /// Managed directories, parents first. `/etc/istio` is not here: it is the package's
 /// symlink to /var/lib/istio (see [`ETC_ISTIO`]), so `/etc/istio/config` normally is
@@ -118,6 +129,13 @@ pub const DIRS: &[DirSpec] = &[
         mode: 0o755,
         owner: Owner::Root,
     },
+    // Envoy's profile path and the Wasm cache (pkg/config/constants `IstioDataDir`):
+    // /var/lib/istio stays root-owned, so istio-proxy cannot make it itself.
+    DirSpec {
+        path: "/var/lib/istio/data",
+        mode: 0o755,
+        owner: Owner::Proxy,
+    },
     DirSpec {
         path: "/etc/istio/config",
         mode: 0o755,
@@ -145,6 +163,7 @@ pub const LEFTOVER_DIRS: &[&str] = &[
     "/var/lib/istio/config",
     "/var/lib/istio/envoy",
     "/var/lib/istio/proxy",
+    "/var/lib/istio/data",
     "/var/lib/istio",
     "/var/log/istio",
 ];
@@ -163,6 +182,10 @@ pub const STATE_DIR: &str = "/var/lib/vmagent";
 
 /// Downloaded packages, by sha256.
 pub const CACHE_DIR: &str = "/var/cache/vmagent";
+
+/// Mode of a certificate directory cluster.env names (OUTPUT_CERTS, PROV_CERT) that
+/// vmagent creates for istio-proxy, like the package's /etc/certs.
+pub const CERT_DIR_MODE: u32 = 0o755;
 
 /// Mode of directories vmagent creates as plain parents (e.g. /var/lib).
 pub const PARENT_MODE: u32 = 0o755;

@@ -3,14 +3,19 @@
 //! So the grammar is the subset of shell assignments whose meaning is a literal string:
 //! a value is a concatenation of single-quoted segments (`'…'`, anything but `'`),
 //! double-quoted segments without `$`, backtick or backslash, and unquoted runs of
-//! characters that are never special to bash (`[A-Za-z0-9_@%+=:,./-]`). That covers
-//! everything istioctl writes (including its `'"'"'` escape for a quote). Keys that
-//! change how bash or the dynamic loader behave are refused, and the values that
-//! istio-start.sh pastes unquoted into a second shell must match strict formats.
+//! characters that are never special to bash (`[A-Za-z0-9_@%+=:,./-]`, and `#` inside a
+//! word). That covers everything istioctl writes (including its `'"'"'` escape for a
+//! quote) and the harmless forms people write by hand, read as bash reads them: an
+//! `export ` prefix, a ` # comment` after the value, a key set twice (the last one
+//! counts; a warning names both lines). Keys that change how bash or the dynamic loader
+//! behave are refused, the values that istio-start.sh pastes unquoted into a second
+//! shell must match strict formats, and values pilot-agent would fail on are refused
+//! with the fix ([`env_keys::check_value`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use super::env_keys;
 use super::MemberError;
 
 /// One parsed `KEY=value` assignment.
@@ -24,7 +29,8 @@ pub struct Var {
     pub line: usize,
 }
 
-/// A validated cluster.env, in file order.
+/// A validated cluster.env, in file order; a key set twice appears once, with the last
+/// value (bash's meaning).
 #[derive(Debug, Clone, Default)]
 pub struct ClusterEnv {
     /// Assignments in the order they appear.
@@ -32,6 +38,25 @@ pub struct ClusterEnv {
 }
 
 impl ClusterEnv {
+    /// The directories the agent reads its provisioning certificate from (PROV_CERT) and
+    /// writes its workload certificate to (OUTPUT_CERTS), as absolute paths: the
+    /// defaults of istio-start.sh (`./etc/certs`, run from `/`) when unset, none when
+    /// set empty.
+    pub fn cert_dirs(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for key in ["OUTPUT_CERTS", "PROV_CERT"] {
+            let dir = match self.get(key) {
+                None => Some(DEFAULT_CERT_DIR.to_string()),
+                Some("") => None,
+                Some(v) => env_keys::cert_dir_path(v),
+            };
+            if let Some(d) = dir.filter(|d| !out.contains(d)) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.vars
@@ -40,6 +65,9 @@ impl ClusterEnv {
             .map(|v| v.value.as_str())
     }
 }
+
+/// Where istio-start.sh points PROV_CERT and OUTPUT_CERTS when cluster.env does not.
+pub const DEFAULT_CERT_DIR: &str = "/etc/certs";
 
 /// Keys that alter bash, the dynamic loader, libc or interpreters started by the script.
 const DENIED: &[&str] = &[
@@ -82,30 +110,6 @@ const DENIED: &[&str] = &[
 ];
 const DENIED_PREFIXES: &[&str] = &["LD_", "BASH_", "MALLOC_"];
 
-/// Keys istioctl writes itself (mesh proxyMetadata keys are known too).
-const ISTIOCTL_KEYS: &[&str] = &[
-    "CANONICAL_SERVICE",
-    "CANONICAL_REVISION",
-    "POD_NAMESPACE",
-    "SERVICE_ACCOUNT",
-    "TRUST_DOMAIN",
-    "ISTIO_META_CLUSTER_ID",
-    "ISTIO_META_MESH_ID",
-    "ISTIO_META_NETWORK",
-    "ISTIO_META_WORKLOAD_NAME",
-    "ISTIO_METAJSON_LABELS",
-    "ISTIO_META_DNS_CAPTURE",
-    "ISTIO_META_AUTO_REGISTER_GROUP",
-    "ISTIO_META_POD_PORTS",
-    "ISTIO_INBOUND_PORTS",
-    "ISTIO_LOCAL_EXCLUDE_PORTS",
-    "ISTIO_NAMESPACE",
-    "ISTIO_SERVICE",
-    "ISTIO_SERVICE_CIDR",
-    "CA_ADDR",
-    "ISTIO_SVC_IP",
-];
-
 /// Parses and validates cluster.env. `known_extra` are the mesh's proxyMetadata keys,
 /// which istioctl copies into cluster.env and so are not worth a warning.
 pub fn parse(
@@ -133,19 +137,23 @@ pub fn parse(
         if line.trim_end().is_empty() || line.starts_with('#') {
             continue;
         }
+        let Some(line) = strip_export(line).map_err(|r| MemberError::at(n, r))? else {
+            continue;
+        };
         let (key, rest) = split_key(line).map_err(|r| MemberError::at(n, r))?;
         check_key(key).map_err(|r| MemberError::at(n, r))?;
         let value = parse_value(rest).map_err(|r| MemberError::at(n, r))?;
         check_repasted(key, &value).map_err(|r| MemberError::at(n, r))?;
+        env_keys::check_value(key, &value).map_err(|r| MemberError::at(n, r))?;
         if let Some(first) = seen.insert(key.to_string(), n) {
-            return Err(MemberError::at(
-                n,
-                format!("key {key} is set twice (lines {first} and {n}); keep one"),
-            ));
-        }
-        if !ISTIOCTL_KEYS.contains(&key) && !known_extra.contains(key) {
+            // bash keeps the last assignment; so does vmagent, and says so.
             warnings.push(format!(
-                "bundle member 'cluster.env' line {n}: key {key} is not one istioctl writes; kept as given"
+                "bundle member 'cluster.env' line {n}: key {key} is set twice (lines {first} and {n}); the last one (line {n}) counts, as in bash: remove line {first}"
+            ));
+            env.vars.retain(|v| v.key != key);
+        } else if !env_keys::is_known(key) && !known_extra.contains(key) {
+            warnings.push(format!(
+                "bundle member 'cluster.env' line {n}: key {key} is not one Istio reads (istioctl, istio-start.sh, pilot-agent); kept as given"
             ));
         }
         env.vars.push(Var {
@@ -154,7 +162,50 @@ pub fn parse(
             line: n,
         });
     }
+    cert_dir_warnings(&env, &mut warnings);
     Ok((env, warnings))
+}
+
+/// `export KEY=value` is what `set -a` does anyway; `export KEY` alone changes nothing.
+/// Returns the assignment without the prefix, or `None` for a bare `export KEY`.
+fn strip_export(line: &str) -> Result<Option<&str>, String> {
+    let Some(rest) = line
+        .strip_prefix("export")
+        .filter(|r| r.starts_with([' ', '\t']))
+    else {
+        return Ok(Some(line));
+    };
+    let rest = rest.trim_start_matches([' ', '\t']);
+    if rest.starts_with('-') {
+        return Err("'export' with options is not allowed; write KEY=value".into());
+    }
+    let name_end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    if rest[name_end..].starts_with('=') {
+        return Ok(Some(rest));
+    }
+    let after = rest[name_end..].trim_start_matches([' ', '\t']);
+    if name_end > 0 && (after.is_empty() || after.starts_with('#')) {
+        check_key(&rest[..name_end])?;
+        return Ok(None);
+    }
+    Err("expected 'export KEY=value' with one assignment".into())
+}
+
+/// An empty OUTPUT_CERTS means the agent keeps its certificate in memory only
+/// (istio-start.sh: `${OUTPUT_CERTS-./etc/certs}` keeps an empty value).
+fn cert_dir_warnings(env: &ClusterEnv, warnings: &mut Vec<String>) {
+    if let Some(v) = env
+        .vars
+        .iter()
+        .find(|v| v.key == "OUTPUT_CERTS" && v.value.is_empty())
+    {
+        warnings.push(format!(
+            "bundle member 'cluster.env' line {}: OUTPUT_CERTS is empty, so the agent never saves its workload certificate and needs a valid token after every restart; remove the line to use /etc/certs",
+            v.line
+        ));
+    }
 }
 
 fn line_of(data: &[u8], offset: usize) -> usize {
@@ -171,9 +222,6 @@ fn split_key(line: &str) -> Result<(&str, &str), String> {
     }
     match rest.chars().next() {
         Some('=') => Ok((key, &rest[1..])),
-        Some(' ') | Some('\t') if key == "export" => {
-            Err("'export' is not allowed; write plain KEY=value lines".into())
-        }
         Some(' ') | Some('\t') if rest.trim_start().starts_with('=') => Err(format!(
             "expected '=' right after {key} (spaces around '=' make bash run a command)"
         )),
@@ -234,13 +282,15 @@ fn parse_value(rest: &str) -> Result<String, String> {
                 }
             },
             ' ' | '\t' => {
-                // Trailing blanks are harmless; anything after them is a second word.
-                if chars.any(|(_, ch)| ch != ' ' && ch != '\t') {
-                    return Err("unexpected text after the value (quote values that contain spaces; trailing comments are not allowed)".into());
+                // After blanks, bash reads a `#` word as a comment to the end of the line;
+                // any other word would be a second assignment or a command.
+                match chars.find(|(_, ch)| *ch != ' ' && *ch != '\t') {
+                    None | Some((_, '#')) => break,
+                    Some(_) => return Err("unexpected text after the value (quote values that contain spaces; a comment after a value starts with ' #')".into()),
                 }
-                break;
             }
-            c if is_plain(c) => out.push(c),
+            // Inside a word (never at its start: the key comes first) `#` is literal.
+            c if is_plain(c) || c == '#' => out.push(c),
             '$' => {
                 return Err(
                     "value uses '$' (variable expansion or command substitution); only literal values are allowed"
@@ -364,18 +414,50 @@ mod tests {
             ("BASH_FUNC_X=1", "not allowed"),
             ("lower=1", "upper-case"),
             ("A =1", "right after"),
-            ("export A=1", "export"),
+            ("export A=1 B=2", "after the value"),
+            ("export -n A=1", "options"),
             ("A=1\r", "CRLF"),
             ("ISTIO_SVC_IP=1.2.3.4$", "'$'"),
             ("ISTIO_SVC_IP='1.2.3.4;id'", "IPv4"),
             ("POD_NAME='a b'", "DNS-1123"),
             ("ISTIO_AGENT_FLAGS='--x;id'", "flags"),
-            ("A=1\nA=2", "twice"),
             ("echo hi", "KEY=value"),
         ] {
             let e = err(input);
             assert!(e.contains(want), "{input:?}: {e}");
         }
+    }
+
+    #[test]
+    fn hand_written_forms_read_as_bash_does() {
+        let (e, w) = parse(
+            b"export A='x' # the gateway\nB=1#2\nC=\t# empty\nA=y\nexport B\nD='q'\"r\"'s'#x\n",
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        let v: Vec<_> = e
+            .vars
+            .iter()
+            .map(|v| (v.key.as_str(), v.value.as_str()))
+            .collect();
+        assert_eq!(v, [("B", "1#2"), ("C", ""), ("A", "y"), ("D", "qrs#x")]);
+        assert!(
+            w.iter()
+                .any(|w| w.contains("line 4: key A is set twice (lines 1 and 4)")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn cert_dirs_follow_istio_start() {
+        assert_eq!(ok("A=1\n").cert_dirs(), ["/etc/certs"]);
+        assert_eq!(
+            ok("OUTPUT_CERTS=/var/run/secrets/istio\nPROV_CERT=./etc/certs\n").cert_dirs(),
+            ["/var/run/secrets/istio", "/etc/certs"]
+        );
+        let (e, w) = parse(b"OUTPUT_CERTS=''\nPROV_CERT=''\n", &BTreeSet::new()).unwrap();
+        assert!(e.cert_dirs().is_empty());
+        assert!(w[0].contains("never saves"), "{w:?}");
     }
 
     #[test]

@@ -19,8 +19,8 @@ pub struct Mesh {
     pub proxy_metadata_keys: BTreeSet<String>,
 }
 
-/// Parses and validates mesh.yaml.
-pub fn parse(data: &[u8]) -> Result<Mesh, MemberError> {
+/// Parses and validates mesh.yaml; the warnings say what pilot-agent will not use.
+pub fn parse(data: &[u8]) -> Result<(Mesh, Vec<String>), MemberError> {
     let text =
         std::str::from_utf8(data).map_err(|_| MemberError::new("not valid UTF-8 text".into()))?;
     let options = serde_saphyr::options! {
@@ -37,6 +37,10 @@ pub fn parse(data: &[u8]) -> Result<Mesh, MemberError> {
     };
     let doc: Value = serde_saphyr::from_str_with_options(text, options)
         .map_err(|e| MemberError::new(format!("not valid YAML: {}", first_line(&e.to_string()))))?;
+    let doc = match doc {
+        Value::Null => Value::Object(serde_json::Map::new()), // empty file: all defaults
+        d => d,
+    };
     let Value::Object(top) = doc else {
         return Err(MemberError::new(
             "must be a YAML mapping (the mesh config istioctl writes, starting with 'defaultConfig:')".into(),
@@ -44,7 +48,8 @@ pub fn parse(data: &[u8]) -> Result<Mesh, MemberError> {
     };
     let mut mesh = Mesh::default();
     let Some(dc) = top.get("defaultConfig") else {
-        return Ok(mesh);
+        let warning = no_default_config(&top, &mut mesh);
+        return Ok((mesh, vec![warning]));
     };
     let Value::Object(dc) = dc else {
         return Err(MemberError::new("'defaultConfig' must be a mapping".into()));
@@ -68,7 +73,39 @@ pub fn parse(data: &[u8]) -> Result<Mesh, MemberError> {
             ))
         }
     }
-    Ok(mesh)
+    Ok((mesh, Vec::new()))
+}
+
+/// istioctl 1.8 wrote the ProxyConfig itself (istioctl/cmd/workload.go at 1.8.0:
+/// `ToYAML(meshConfig.DefaultConfig)`), and an empty mesh.yaml is valid too. pilot-agent
+/// reads the file as a MeshConfig and ignores unknown top-level fields
+/// (pkg/util/protomarshal ApplyJSON retries with AllowUnknownFields), so nothing in it
+/// reaches the proxy: it runs with the defaults. Its proxyMetadata keys still count as
+/// known for cluster.env (istioctl copied them there).
+fn no_default_config(top: &serde_json::Map<String, Value>, mesh: &mut Mesh) -> String {
+    if let Some(Value::Object(pm)) = top.get("proxyMetadata") {
+        mesh.proxy_metadata_keys = pm.keys().cloned().collect();
+    }
+    let ignored = [
+        "discoveryAddress",
+        "proxyMetadata",
+        "meshId",
+        "readinessProbe",
+    ]
+    .into_iter()
+    .filter(|k| top.contains_key(*k))
+    .collect::<Vec<_>>();
+    let what = if ignored.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Its top-level {} (the form istioctl 1.8 wrote) is ignored by pilot-agent.",
+            ignored.join(", ")
+        )
+    };
+    format!(
+        "bundle member 'mesh.yaml' has no 'defaultConfig': the proxy runs with Istio's defaults (discovery address istiod.istio-system.svc:15012).{what} Move the settings under 'defaultConfig:' or regenerate the bundle with a current istioctl"
+    )
 }
 
 fn check_host_port(addr: &str) -> Result<(), String> {
@@ -102,12 +139,31 @@ mod tests {
 
     #[test]
     fn reads_istioctl_mesh() {
-        let m = parse(b"defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: \"true\"\n").unwrap();
+        let (m, w) = parse(b"defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: \"true\"\n").unwrap();
         assert_eq!(
             m.discovery_address.as_deref(),
             Some("istiod.istio-system.svc:15012")
         );
         assert!(m.proxy_metadata_keys.contains("ISTIO_META_DNS_CAPTURE"));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn warns_without_default_config() {
+        let (m, w) = parse(
+            b"discoveryAddress: istiod.istio-system.svc:15012\nproxyMetadata:\n  ISTIO_META_X: a\n",
+        )
+        .unwrap();
+        assert!(m.discovery_address.is_none());
+        assert!(m.proxy_metadata_keys.contains("ISTIO_META_X"));
+        assert!(
+            w[0].contains("no 'defaultConfig'") && w[0].contains("discoveryAddress, proxyMetadata"),
+            "{w:?}"
+        );
+        for empty in [&b"{}\n"[..], b"", b"# nothing\n"] {
+            let (_, w) = parse(empty).unwrap();
+            assert_eq!(w.len(), 1);
+        }
     }
 
     #[test]

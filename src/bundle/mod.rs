@@ -2,6 +2,8 @@
 //! parsed into typed, validated values.
 
 pub mod cluster_env;
+pub mod dnsmasq;
+pub mod env_keys;
 pub mod hosts;
 pub mod mesh;
 pub mod pem;
@@ -119,11 +121,13 @@ pub enum Member {
     CertChain,
     /// Legacy key.pem
     Key,
+    /// Legacy (Istio 1.0 mesh expansion) `kubedns`: a dnsmasq file.
+    KubeDns,
 }
 
 impl Member {
     /// Every member, required ones first.
-    pub const ALL: [Member; 7] = [
+    pub const ALL: [Member; 8] = [
         Member::ClusterEnv,
         Member::Token,
         Member::Mesh,
@@ -131,6 +135,7 @@ impl Member {
         Member::Hosts,
         Member::CertChain,
         Member::Key,
+        Member::KubeDns,
     ];
 
     /// The file name in the bundle.
@@ -143,6 +148,7 @@ impl Member {
             Member::Hosts => "hosts",
             Member::CertChain => "cert-chain.pem",
             Member::Key => "key.pem",
+            Member::KubeDns => "kubedns",
         }
     }
 
@@ -151,9 +157,15 @@ impl Member {
         Member::ALL.into_iter().find(|m| m.name() == name)
     }
 
-    /// Whether istioctl always writes it.
-    pub fn required(self) -> bool {
-        !matches!(self, Member::CertChain | Member::Key)
+    /// Whether a bundle must hold it. istioctl always writes the first five; a legacy
+    /// mesh-expansion bundle (Istio <= 1.4: cert-chain.pem and key.pem instead of a
+    /// token) has no token or mesh.yaml, and Istio 1.0's used dnsmasq instead of hosts.
+    pub fn required(self, legacy: bool) -> bool {
+        match self {
+            Member::ClusterEnv | Member::RootCert => true,
+            Member::Token | Member::Mesh | Member::Hosts => !legacy,
+            Member::CertChain | Member::Key | Member::KubeDns => false,
+        }
     }
 
     /// Whether its content must never be shown.
@@ -206,11 +218,14 @@ impl Bundle {
                 files.insert(m, data);
             }
         }
+        let legacy = files.contains_key(&Member::CertChain)
+            && files.contains_key(&Member::Key)
+            && !files.contains_key(&Member::Token);
         for m in Member::ALL {
-            if m.required() && !files.contains_key(&m) {
+            if m.required(legacy) && !files.contains_key(&m) {
                 return Err(BundleError::member(
                     m.name(),
-                    "missing; the bundle must hold the five files `istioctl x workload entry configure` writes (cluster.env, istio-token, mesh.yaml, root-cert.pem, hosts)".into(),
+                    "missing; the bundle must hold the five files `istioctl x workload entry configure` writes (cluster.env, istio-token, mesh.yaml, root-cert.pem, hosts), or for a legacy mesh-expansion bundle cluster.env, root-cert.pem, cert-chain.pem and key.pem".into(),
                 ));
             }
         }
@@ -220,18 +235,44 @@ impl Bundle {
             .iter()
             .map(|n| format!("bundle member '{n}' is not a file vmagent knows; ignored"))
             .collect();
-        let mesh = mesh::parse(get(Member::Mesh)).map_err(|e| e.into_bundle(Member::Mesh))?;
+        let mesh = match files.get(&Member::Mesh) {
+            Some(data) => {
+                let (mesh, w) = mesh::parse(data).map_err(|e| e.into_bundle(Member::Mesh))?;
+                warnings.extend(w);
+                mesh
+            }
+            None => mesh::Mesh::default(),
+        };
         let (cluster_env, w) =
             cluster_env::parse(get(Member::ClusterEnv), &mesh.proxy_metadata_keys)
                 .map_err(|e| e.into_bundle(Member::ClusterEnv))?;
         warnings.extend(w);
-        let (token, w) = token::parse(get(Member::Token), opts.now, opts.allow_expired_token)
-            .map_err(|e| e.into_bundle(Member::Token))?;
-        warnings.extend(w);
+        let token = match files.get(&Member::Token) {
+            Some(data) => {
+                let (token, w) = token::parse(data, opts.now, opts.allow_expired_token)
+                    .map_err(|e| e.into_bundle(Member::Token))?;
+                warnings.extend(w);
+                token
+            }
+            None => token::Token::default(),
+        };
         let (root_cert, w) = root_cert::parse(get(Member::RootCert), opts.now)
             .map_err(|e| e.into_bundle(Member::RootCert))?;
         warnings.extend(w);
-        let hosts = hosts::parse(get(Member::Hosts)).map_err(|e| e.into_bundle(Member::Hosts))?;
+        let hosts = match files.get(&Member::Hosts) {
+            Some(data) => {
+                let (hosts, w) = hosts::parse(data).map_err(|e| e.into_bundle(Member::Hosts))?;
+                warnings.extend(w);
+                hosts
+            }
+            None => Vec::new(),
+        };
+        if let Some(data) = files.get(&Member::KubeDns) {
+            dnsmasq::parse(data).map_err(|e| e.into_bundle(Member::KubeDns))?;
+        }
+        if legacy {
+            warnings.push("legacy mesh-expansion bundle (cert-chain.pem and key.pem, no istio-token): the workload certificate is installed from the bundle and lasts until its own expiry; a current istiod issues certificates only for a token, so generate a bundle with `istioctl x workload entry configure` when you can".into());
+        }
         match (files.get(&Member::CertChain), files.get(&Member::Key)) {
             (None, None) => {}
             (Some(chain), Some(key)) => {

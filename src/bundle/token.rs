@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use super::MemberError;
 
-/// The token's claims that matter to onboarding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The token's claims that matter to onboarding (all empty for a bundle without one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Token {
     /// `sub`, e.g. `system:serviceaccount:NS:SA`: the workload identity.
     pub sub: Option<String>,

@@ -231,8 +231,18 @@ pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, Pla
     for d in layout::DIRS {
         p.dir(d.path, Some((d.mode, d.owner)))?;
     }
+    p.cert_dirs(bundle)?;
     let previous = p.previous_state()?;
     for f in layout::FILES {
+        if f.member == Member::KubeDns && !p.dnsmasq_installed()? {
+            if bundle.files.contains_key(&f.member) {
+                p.plan.warnings.push(format!(
+                    "bundle member 'kubedns' is a dnsmasq file but dnsmasq is not installed ({} is missing), so the mesh names it maps do not resolve: install it (`apt-get install dnsmasq` or `dnf install dnsmasq`) and apply again",
+                    layout::DNSMASQ_DIR
+                ));
+            }
+            continue;
+        }
         if let Some(content) = bundle.files.get(&f.member) {
             p.file(
                 f.path,
@@ -388,6 +398,44 @@ impl Planner<'_> {
         Ok(())
     }
 
+    fn dnsmasq_installed(&self) -> Result<bool, PlanError> {
+        let (_, meta) = self.lstat(layout::DNSMASQ_DIR, true)?;
+        Ok(meta.is_some_and(|m| m.kind == Kind::Dir))
+    }
+
+    /// The directories cluster.env names for the agent's certificates (OUTPUT_CERTS,
+    /// PROV_CERT). The agent writes them with a temp file and a rename and never makes
+    /// the directory, so one it cannot write means the certificate is never saved and the
+    /// VM drops out of the mesh when the token expires. vmagent creates a missing one for
+    /// istio-proxy; an existing one is never chowned (it may be shared), only checked.
+    fn cert_dirs(&mut self, bundle: &Bundle) -> Result<(), PlanError> {
+        for dir in bundle.cluster_env.cert_dirs() {
+            if layout::DIRS.iter().any(|d| d.path == dir) {
+                continue;
+            }
+            let (host, meta) = self.lstat(&dir, true)?;
+            match meta {
+                None => self.dir(&dir, Some((layout::CERT_DIR_MODE, Owner::Proxy)))?,
+                Some(m) if m.kind != Kind::Dir => {
+                    return Err(blocked(
+                        &dir,
+                        "is named by OUTPUT_CERTS/PROV_CERT in cluster.env but is not a directory; move it away or point the key at a directory".into(),
+                    ))
+                }
+                Some(m) => match self.proxy.filter(|p| p.uid != u32::MAX) {
+                    Some(p) if !writable_by(&m, p) && !self.created.contains(&host) => {
+                        return Err(blocked(
+                            &dir,
+                            format!("is named by OUTPUT_CERTS/PROV_CERT in cluster.env but istio-proxy cannot write it (owner {}:{}, mode {:o}), so the agent could never save its certificate; run `chown istio-proxy:istio-proxy {dir}`, or point OUTPUT_CERTS at a directory of its own", m.uid, m.gid, m.mode)
+                        ))
+                    }
+                    _ => {}
+                },
+            }
+        }
+        Ok(())
+    }
+
     fn meta(&mut self, sys: &str, host: PathBuf, m: Meta, mode: u32, owner: Option<Ids>) {
         let owner_ok = owner.is_none_or(|o| o.uid == m.uid && o.gid == m.gid);
         if m.mode != mode || !owner_ok {
@@ -502,13 +550,22 @@ impl Planner<'_> {
                 ))
             }
         };
+        let damaged = |r: String| {
+            blocked(
+                sys,
+                format!("{r}; fix or remove the vmagent-managed block by hand, then re-run"),
+            )
+        };
+        // No entries and no block of ours yet: /etc/hosts stays byte-for-byte as it is.
+        if bundle.hosts.is_empty()
+            && hosts::without_block(old.as_deref().unwrap_or_default())
+                .map_err(damaged)?
+                .is_none()
+        {
+            return Ok(());
+        }
         let merged =
-            hosts::merge(old.as_deref().unwrap_or_default(), &bundle.hosts).map_err(|r| {
-                blocked(
-                    sys,
-                    format!("{r}; fix or remove the vmagent-managed block by hand, then re-run"),
-                )
-            })?;
+            hosts::merge(old.as_deref().unwrap_or_default(), &bundle.hosts).map_err(damaged)?;
         for (n, line) in &merged.conflicts {
             self.plan.warnings.push(format!(
                 "{sys} line {n} ('{line}') maps a mesh name to another address and comes first; remove it, or the mesh entry may be ignored"
@@ -547,6 +604,13 @@ impl Planner<'_> {
         );
         Ok(())
     }
+}
+
+/// Whether the account `who` may create files in a directory with these owner and mode.
+fn writable_by(m: &Meta, who: Ids) -> bool {
+    (m.uid == who.uid && m.mode & 0o300 == 0o300)
+        || (m.gid == who.gid && m.mode & 0o030 == 0o030)
+        || m.mode & 0o003 == 0o003
 }
 
 /// `/var/lib/vmagent` -> `["/var", "/var/lib", "/var/lib/vmagent"]`.

@@ -39,12 +39,13 @@ pub const FILES: [(&str, &str, u32, bool); 4] = [
 ];
 
 /// The managed directories, likewise: (path, mode, owned by istio-proxy).
-pub const DIRS: [(&str, u32, bool); 7] = [
+pub const DIRS: [(&str, u32, bool); 8] = [
     ("/etc/certs", 0o755, true),
     ("/var/run/secrets", 0o755, true),
     ("/var/run/secrets/tokens", 0o755, true),
     ("/var/lib/istio", 0o755, false),
     ("/var/lib/istio/envoy", 0o755, false),
+    ("/var/lib/istio/data", 0o755, true),
     ("/etc/istio/config", 0o755, true),
     ("/etc/istio/proxy", 0o755, true),
 ];
@@ -81,6 +82,11 @@ pub enum Item {
     BlockDev,
     /// A regular file whose header claims `size` bytes of zeros (for size limits).
     Zeros(u64),
+}
+
+/// One file of the shipped example bundle.
+pub fn example_member(name: &str) -> Vec<u8> {
+    fs::read(example_dir().join(name)).expect("example member")
 }
 
 /// A bundle as a list of (raw name, item), written in order.

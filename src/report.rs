@@ -166,6 +166,9 @@ impl Document {
 pub fn bundle_line(b: &Bundle) -> String {
     let t = now();
     let token = match b.token.exp {
+        _ if !b.files.contains_key(&crate::bundle::Member::Token) => {
+            "no token (legacy bundle: cert-chain.pem and key.pem are the identity)".into()
+        }
         Some(e) if e > t => format!(
             "token expires {} (in {})",
             rfc3339(e),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::apply::{self, lock, ApplyError};
-use crate::bundle::{Bundle, BundleError, ReadOptions};
+use crate::bundle::{Bundle, BundleError, Member, ReadOptions};
 use crate::config::{Config, ConfigError};
 use crate::health::monitor::{Event, Monitor};
 use crate::health::{Health, State};
@@ -320,10 +320,21 @@ pub fn apply(
         apply::execute(&root, &plan).map_err(|e| after_package(e.into(), &installed_with))?;
         tracing::info!(actions = plan.steps.len(), root = %root.base().display(), "bundle applied");
     }
+    let dns_changed = plan.steps.iter().any(|s| {
+        matches!(
+            &s.action,
+            plan::Action::WriteFile {
+                what: plan::What::Member(Member::KubeDns),
+                ..
+            }
+        )
+    });
     let service = match &mut monitor {
         Some(m) => Some(
-            service::step(&root, installed_with.is_some(), &mut || m.mark())
-                .map_err(|e| after_package(e.into(), &installed_with))?,
+            service::step(&root, installed_with.is_some(), dns_changed, &mut || {
+                m.mark()
+            })
+            .map_err(|e| after_package(e.into(), &installed_with))?,
         ),
         None => None,
     };

@@ -81,7 +81,8 @@ impl Record {
 pub fn digest(root: &Root) -> Record {
     let mut inputs = BTreeMap::new();
     for f in layout::FILES {
-        if matches!(f.member, Member::CertChain | Member::Key) {
+        // kubedns is dnsmasq's input, not the proxy's (dnsmasq is restarted for it).
+        if matches!(f.member, Member::CertChain | Member::Key | Member::KubeDns) {
             continue;
         }
         inputs.insert(f.member.name().to_string(), content(root, f.path));

@@ -18,6 +18,14 @@ use crate::root::Root;
 /// The sidecar's unit.
 pub const UNIT: &str = "istio.service";
 
+/// The certificate agent of Istio <= 1.0 mesh expansion, shipped by those istio-sidecar
+/// packages beside istio.service (install/tools/setupIstioVM.sh at 1.0.0 starts it
+/// before istio): enabled and started with istio when the installed package has it.
+pub const NODE_AGENT_UNIT: &str = "istio-auth-node-agent.service";
+
+/// dnsmasq, which reads a legacy bundle's `kubedns` file only at start.
+pub const DNSMASQ_UNIT: &str = "dnsmasq.service";
+
 /// Where a unit file may be, in systemd's search order (admin's first).
 pub const UNIT_DIRS: &[&str] = &[
     "/etc/systemd/system",
@@ -201,12 +209,17 @@ impl Systemctl {
         })
     }
 
-    /// `systemctl show` of the unit (live only).
+    /// `systemctl show` of istio.service (live only).
     pub fn show(&self) -> Result<UnitState, ServiceError> {
+        self.show_unit(UNIT)
+    }
+
+    /// `systemctl show` of `unit` (live only).
+    pub fn show_unit(&self, unit: &str) -> Result<UnitState, ServiceError> {
         let (_, out) = self.run(
             &[
                 "show",
-                UNIT,
+                unit,
                 "--property=LoadState,ActiveState,SubState,NRestarts,NeedDaemonReload",
             ],
             |c| c == 0,
@@ -230,8 +243,12 @@ impl Systemctl {
 
     /// `systemctl is-enabled`: the unit file state (`enabled`, `disabled`, `masked`, ...).
     pub fn enablement(&self) -> Result<String, ServiceError> {
+        self.enablement_of(UNIT)
+    }
+
+    fn enablement_of(&self, unit: &str) -> Result<String, ServiceError> {
         // is-enabled exits 1 for disabled (and 4 for no such unit): answers, not failures.
-        let (_, out) = self.run(&["is-enabled", UNIT], |c| c == 0 || c == 1 || c == 4)?;
+        let (_, out) = self.run(&["is-enabled", unit], |c| c == 0 || c == 1 || c == 4)?;
         Ok(out.lines().next().unwrap_or("").trim().to_string())
     }
 
@@ -240,9 +257,13 @@ impl Systemctl {
         if verb == "daemon-reload" {
             self.run(&[verb], |c| c == 0)?;
         } else {
-            self.run(&[verb, UNIT], |c| c == 0)?;
+            self.verb_on(verb, UNIT)?;
         }
         Ok(())
+    }
+
+    fn verb_on(&self, verb: &str, unit: &str) -> Result<(), ServiceError> {
+        self.run(&[verb, unit], |c| c == 0).map(|_| ())
     }
 }
 
@@ -266,24 +287,35 @@ pub struct Outcome {
 /// waits for the old process to stop, and the old agent keeps logging while it drains
 /// for seconds; the new process first sets up iptables, so its first agent lines come
 /// later).
+/// `dns_changed`: this run wrote the legacy `kubedns` dnsmasq file, which dnsmasq reads
+/// only at start.
 pub fn step(
     root: &Root,
     package_changed: bool,
+    dns_changed: bool,
     new_run: &mut dyn FnMut(),
 ) -> Result<Outcome, ServiceError> {
     let (sc, mode) = Systemctl::for_root(root);
     let mut out = Outcome::default();
+    let node_agent = unit_file_exists(root, NODE_AGENT_UNIT);
     if let Mode::Offline(why) = mode {
-        if !unit_file_exists(root) {
+        if !unit_file_exists(root, UNIT) {
             out.offline = Some(format!(
                 "{UNIT} is not installed under {}; nothing to enable",
                 root.base().display()
             ));
             return Ok(out);
         }
-        enable(&sc, &mut out)?;
+        if node_agent {
+            enable(&sc, NODE_AGENT_UNIT, &mut out)?;
+        }
+        enable(&sc, UNIT, &mut out)?;
         out.offline = Some(why);
         return Ok(out);
+    }
+    if dns_changed && sc.show_unit(DNSMASQ_UNIT)?.load == "loaded" {
+        sc.verb_on("restart", DNSMASQ_UNIT)?;
+        out.actions.push(format!("restart {DNSMASQ_UNIT}"));
     }
     let state = sc.show()?;
     if state.load == "masked" {
@@ -301,12 +333,27 @@ pub fn step(
     if state.load == "not-found" {
         return Err(ServiceError::NoUnit);
     }
-    enable(&sc, &mut out)?;
+    if node_agent {
+        enable(&sc, NODE_AGENT_UNIT, &mut out)?;
+    }
+    enable(&sc, UNIT, &mut out)?;
     let record = inputs::Record::path(root)?;
     let now = inputs::digest(root);
     let before = inputs::Record::load(&record);
+    let changed = inputs::changed(before.as_ref(), &now);
+    // The node agent provides the certificates the proxy starts with: it goes first.
+    if node_agent {
+        let verb = match sc.show_unit(NODE_AGENT_UNIT)?.is_up() {
+            false => Some("start"),
+            true if state.is_up() && !changed.is_empty() => Some("restart"),
+            true => None,
+        };
+        if let Some(verb) = verb {
+            sc.verb_on(verb, NODE_AGENT_UNIT)?;
+            out.actions.push(format!("{verb} {NODE_AGENT_UNIT}"));
+        }
+    }
     if state.is_up() {
-        let changed = inputs::changed(before.as_ref(), &now);
         if !changed.is_empty() {
             sc.verb("restart")?;
             new_run();
@@ -326,12 +373,22 @@ pub fn step(
 }
 
 /// Enables the unit unless it is (masked: refused; static/alias/indirect: nothing to do).
-fn enable(sc: &Systemctl, out: &mut Outcome) -> Result<(), ServiceError> {
-    match sc.enablement()?.as_str() {
-        "masked" | "masked-runtime" => Err(ServiceError::Masked),
+/// Actions on istio.service are shown bare (`enable`), others with the unit's name.
+fn enable(sc: &Systemctl, unit: &str, out: &mut Outcome) -> Result<(), ServiceError> {
+    match sc.enablement_of(unit)?.as_str() {
+        "masked" | "masked-runtime" if unit == UNIT => Err(ServiceError::Masked),
+        "masked" | "masked-runtime" => Err(ServiceError::Command {
+            command: format!("systemctl enable {unit}"),
+            status: "masked".into(),
+            output: format!("{unit} is masked; run `systemctl unmask {unit}`"),
+        }),
         "disabled" | "" => {
-            sc.verb("enable")?;
-            out.actions.push("enable".into());
+            sc.verb_on("enable", unit)?;
+            out.actions.push(if unit == UNIT {
+                "enable".into()
+            } else {
+                format!("enable {unit}")
+            });
             Ok(())
         }
         _ => Ok(()),
@@ -339,9 +396,9 @@ fn enable(sc: &Systemctl, out: &mut Outcome) -> Result<(), ServiceError> {
 }
 
 /// Whether the unit file exists in the root (offline mode cannot ask systemd).
-fn unit_file_exists(root: &Root) -> bool {
+fn unit_file_exists(root: &Root, unit: &str) -> bool {
     UNIT_DIRS.iter().any(|d| {
-        root.resolve(&Path::new(d).join(UNIT))
+        root.resolve(&Path::new(d).join(unit))
             .map(|p| p.exists())
             .unwrap_or(false)
     })

@@ -359,3 +359,51 @@ fn output_certs_the_proxy_cannot_write_is_refused_untouched() {
     );
     assert_same(&before, &root.snapshot(), "refused OUTPUT_CERTS");
 }
+
+/// vmagent's reading of cluster.env is bash's: every accepted line, sourced by the real
+/// bash the way istio-start.sh does (`set -a; . cluster.env`, in an empty directory with
+/// files that globs would match), gives the value vmagent parsed.
+#[test]
+fn accepted_cluster_env_reads_as_real_bash_reads_it() {
+    use std::collections::BTreeSet;
+    use vmagent::bundle::cluster_env;
+    let lines = [
+        "A='x y'",
+        "A=plain-1.2/3:4,5@6%7+8=9",
+        "A=\"double quoted\"",
+        r#"A='it'"'"'s'"#,
+        "A=",
+        "A=''",
+        "export A='exported'",
+        "  export\tA=tabbed  # comment",
+        "A='v' # trailing comment",
+        "A=a#b",
+        "A=*",
+        "export A=*",
+        "A=?file",
+        "A=[ab]file",
+        "A='{\"app\":\"web\"}'",
+        "A=x\nA=last",
+        "A='first' # c\nexport A",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["afile", "bfile", "A=x", "A=afile"] {
+        fs::write(dir.path().join(f), "").unwrap();
+    }
+    for text in lines {
+        let (env, _) = cluster_env::parse(format!("{text}\n").as_bytes(), &BTreeSet::new())
+            .unwrap_or_else(|e| panic!("{text:?} refused: {e:?}"));
+        let ours = env.get("A").unwrap().to_string();
+        let file = dir.path().join("cluster.env");
+        fs::write(&file, format!("{text}\n")).unwrap();
+        let out = std::process::Command::new("bash")
+            .env_clear()
+            .current_dir(dir.path())
+            .arg("-c")
+            .arg("set -a; . ./cluster.env; printf '%s' \"$A\"")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "bash failed on {text:?}");
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), ours, "{text:?}");
+    }
+}

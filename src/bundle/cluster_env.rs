@@ -3,14 +3,14 @@
 //! So the grammar is the subset of shell assignments whose meaning is a literal string:
 //! a value is a concatenation of single-quoted segments (`'…'`, anything but `'`),
 //! double-quoted segments without `$`, backtick or backslash, and unquoted runs of
-//! characters that are never special to bash (`[A-Za-z0-9_@%+=:,./-]`, and `#` inside a
-//! word). That covers everything istioctl writes (including its `'"'"'` escape for a
-//! quote) and the harmless forms people write by hand, read as bash reads them: an
-//! `export ` prefix, a ` # comment` after the value, a key set twice (the last one
-//! counts; a warning names both lines). Keys that change how bash or the dynamic loader
-//! behave are refused, the values that istio-start.sh pastes unquoted into a second
-//! shell must match strict formats, and values pilot-agent would fail on are refused
-//! with the fix ([`env_keys::check_value`]).
+//! characters that are never special to bash in an assignment (`[A-Za-z0-9_@%+=:,./-]`,
+//! and `#*?[]` inside a word). That covers everything istioctl writes (including its
+//! `'"'"'` escape for a quote) and the harmless forms people write by hand, read as bash
+//! reads them: an `export ` prefix, a ` # comment` after the value, a key set twice (the
+//! last one counts; a warning names both lines). Keys that change how bash or the
+//! dynamic loader behave are refused, the values that istio-start.sh pastes unquoted
+//! into a second shell must match strict formats, and values pilot-agent would fail on
+//! are refused with the fix ([`env_keys::check_value`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -289,8 +289,11 @@ fn parse_value(rest: &str) -> Result<String, String> {
                     Some(_) => return Err("unexpected text after the value (quote values that contain spaces; a comment after a value starts with ' #')".into()),
                 }
             }
-            // Inside a word (never at its start: the key comes first) `#` is literal.
-            c if is_plain(c) || c == '#' => out.push(c),
+            // Inside a word (never at its start: the key comes first) `#` is literal, and
+            // bash does no pathname expansion on assignments, `export`'s included, so
+            // `ISTIO_INBOUND_PORTS=*` is the literal `*` (braces are not: `export` expands
+            // them).
+            c if is_plain(c) || "#*?[]".contains(c) => out.push(c),
             '$' => {
                 return Err(
                     "value uses '$' (variable expansion or command substitution); only literal values are allowed"
@@ -405,6 +408,8 @@ mod tests {
             ("A=`id`", "backtick"),
             ("A=\"`id`\"", "backtick"),
             ("A=x;id", "special"),
+            ("A=a{b,c}", "special"),
+            ("A=~/x", "special"),
             ("A=x id", "after the value"),
             ("A='x'; id", "special"),
             ("A=\"a\\\"b\"", "backslash"),
@@ -431,7 +436,7 @@ mod tests {
     #[test]
     fn hand_written_forms_read_as_bash_does() {
         let (e, w) = parse(
-            b"export A='x' # the gateway\nB=1#2\nC=\t# empty\nA=y\nexport B\nD='q'\"r\"'s'#x\n",
+            b"export A='x' # the gateway\nB=1#2\nC=\t# empty\nA=y\nexport B\nD='q'\"r\"'s'#x\nE=*\n",
             &BTreeSet::new(),
         )
         .unwrap();
@@ -440,7 +445,16 @@ mod tests {
             .iter()
             .map(|v| (v.key.as_str(), v.value.as_str()))
             .collect();
-        assert_eq!(v, [("B", "1#2"), ("C", ""), ("A", "y"), ("D", "qrs#x")]);
+        assert_eq!(
+            v,
+            [
+                ("B", "1#2"),
+                ("C", ""),
+                ("A", "y"),
+                ("D", "qrs#x"),
+                ("E", "*")
+            ]
+        );
         assert!(
             w.iter()
                 .any(|w| w.contains("line 4: key A is set twice (lines 1 and 4)")),

@@ -1,6 +1,8 @@
 //! Desired state (bundle + layout) versus actual state (the target root) as a list of
 //! actions. An empty plan means "up to date": nothing is written.
 
+mod hosts_block;
+mod proxy_dirs;
 pub mod render;
 
 use std::collections::BTreeSet;
@@ -10,7 +12,6 @@ use thiserror::Error;
 
 use crate::bundle::{Bundle, Member};
 use crate::fsx::{self, Kind, Meta};
-use crate::hosts;
 use crate::layout::{self, Owner};
 use crate::root::{Root, RootError};
 use crate::state::{self, State};
@@ -398,44 +399,6 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn dnsmasq_installed(&self) -> Result<bool, PlanError> {
-        let (_, meta) = self.lstat(layout::DNSMASQ_DIR, true)?;
-        Ok(meta.is_some_and(|m| m.kind == Kind::Dir))
-    }
-
-    /// The directories cluster.env names for the agent's certificates (OUTPUT_CERTS,
-    /// PROV_CERT). The agent writes them with a temp file and a rename and never makes
-    /// the directory, so one it cannot write means the certificate is never saved and the
-    /// VM drops out of the mesh when the token expires. vmagent creates a missing one for
-    /// istio-proxy; an existing one is never chowned (it may be shared), only checked.
-    fn cert_dirs(&mut self, bundle: &Bundle) -> Result<(), PlanError> {
-        for dir in bundle.cluster_env.cert_dirs() {
-            if layout::DIRS.iter().any(|d| d.path == dir) {
-                continue;
-            }
-            let (host, meta) = self.lstat(&dir, true)?;
-            match meta {
-                None => self.dir(&dir, Some((layout::CERT_DIR_MODE, Owner::Proxy)))?,
-                Some(m) if m.kind != Kind::Dir => {
-                    return Err(blocked(
-                        &dir,
-                        "is named by OUTPUT_CERTS/PROV_CERT in cluster.env but is not a directory; move it away or point the key at a directory".into(),
-                    ))
-                }
-                Some(m) => match self.proxy.filter(|p| p.uid != u32::MAX) {
-                    Some(p) if !writable_by(&m, p) && !self.created.contains(&host) => {
-                        return Err(blocked(
-                            &dir,
-                            format!("is named by OUTPUT_CERTS/PROV_CERT in cluster.env but istio-proxy cannot write it (owner {}:{}, mode {:o}), so the agent could never save its certificate; run `chown istio-proxy:istio-proxy {dir}`, or point OUTPUT_CERTS at a directory of its own", m.uid, m.gid, m.mode)
-                        ))
-                    }
-                    _ => {}
-                },
-            }
-        }
-        Ok(())
-    }
-
     fn meta(&mut self, sys: &str, host: PathBuf, m: Meta, mode: u32, owner: Option<Ids>) {
         let owner_ok = owner.is_none_or(|o| o.uid == m.uid && o.gid == m.gid);
         if m.mode != mode || !owner_ok {
@@ -535,82 +498,6 @@ impl Planner<'_> {
         }
         Ok(())
     }
-
-    fn hosts(&mut self, bundle: &Bundle) -> Result<(), PlanError> {
-        let sys = layout::HOSTS;
-        let (host, meta) = self.lstat(sys, false)?;
-        let old = match meta.map(|m| m.kind) {
-            None => None,
-            Some(Kind::File) => fsx::read_file(&host, READ_LIMIT)
-                .map_err(|e| blocked(sys, format!("cannot read: {e}")))?,
-            Some(_) => {
-                return Err(blocked(
-                    sys,
-                    "is not a regular file; vmagent edits a regular /etc/hosts only".into(),
-                ))
-            }
-        };
-        let damaged = |r: String| {
-            blocked(
-                sys,
-                format!("{r}; fix or remove the vmagent-managed block by hand, then re-run"),
-            )
-        };
-        // No entries and no block of ours yet: /etc/hosts stays byte-for-byte as it is.
-        if bundle.hosts.is_empty()
-            && hosts::without_block(old.as_deref().unwrap_or_default())
-                .map_err(damaged)?
-                .is_none()
-        {
-            return Ok(());
-        }
-        let merged =
-            hosts::merge(old.as_deref().unwrap_or_default(), &bundle.hosts).map_err(damaged)?;
-        for (n, line) in &merged.conflicts {
-            self.plan.warnings.push(format!(
-                "{sys} line {n} ('{line}') maps a mesh name to another address and comes first; remove it, or the mesh entry may be ignored"
-            ));
-        }
-        if old.as_deref() == Some(merged.content.as_slice()) {
-            return Ok(());
-        }
-        for (n, line) in &merged.adopted {
-            self.plan.notes.push(format!("{sys} line {n} ('{line}') already has a bundle entry: moved into the managed block instead of adding it twice"));
-        }
-        // Keep the file's own mode and owner; a new file gets the usual 0644 root.
-        let (mode, owner) = match meta {
-            Some(m) => (
-                m.mode,
-                Some(Ids {
-                    uid: m.uid,
-                    gid: m.gid,
-                    label: "unchanged",
-                }),
-            ),
-            None => (0o644, Some(ROOT_IDS).filter(|_| !self.skip_owner)),
-        };
-        self.push(
-            Action::WriteFile {
-                path: sys.into(),
-                what: What::Hosts {
-                    adopted: merged.adopted,
-                },
-                content: merged.content,
-                old,
-                mode,
-                owner,
-            },
-            host,
-        );
-        Ok(())
-    }
-}
-
-/// Whether the account `who` may create files in a directory with these owner and mode.
-fn writable_by(m: &Meta, who: Ids) -> bool {
-    (m.uid == who.uid && m.mode & 0o300 == 0o300)
-        || (m.gid == who.gid && m.mode & 0o030 == 0o030)
-        || m.mode & 0o003 == 0o003
 }
 
 /// `/var/lib/vmagent` -> `["/var", "/var/lib", "/var/lib/vmagent"]`.

@@ -1,0 +1,54 @@
+//! Directories the proxy needs beyond the layout table's: the certificate directories
+//! cluster.env names, and whether dnsmasq (for a legacy `kubedns`) is there.
+
+use super::{blocked, Ids, PlanError, Planner};
+use crate::bundle::Bundle;
+use crate::fsx::{Kind, Meta};
+use crate::layout::{self, Owner};
+
+impl Planner<'_> {
+    pub(super) fn dnsmasq_installed(&self) -> Result<bool, PlanError> {
+        let (_, meta) = self.lstat(layout::DNSMASQ_DIR, true)?;
+        Ok(meta.is_some_and(|m| m.kind == Kind::Dir))
+    }
+
+    /// The directories cluster.env names for the agent's certificates (OUTPUT_CERTS,
+    /// PROV_CERT). The agent writes them with a temp file and a rename and never makes
+    /// the directory, so one it cannot write means the certificate is never saved and the
+    /// VM drops out of the mesh when the token expires. vmagent creates a missing one for
+    /// istio-proxy; an existing one is never chowned (it may be shared), only checked.
+    pub(super) fn cert_dirs(&mut self, bundle: &Bundle) -> Result<(), PlanError> {
+        for dir in bundle.cluster_env.cert_dirs() {
+            if layout::DIRS.iter().any(|d| d.path == dir) {
+                continue;
+            }
+            let (host, meta) = self.lstat(&dir, true)?;
+            match meta {
+                None => self.dir(&dir, Some((layout::CERT_DIR_MODE, Owner::Proxy)))?,
+                Some(m) if m.kind != Kind::Dir => {
+                    return Err(blocked(
+                        &dir,
+                        "is named by OUTPUT_CERTS/PROV_CERT in cluster.env but is not a directory; move it away or point the key at a directory".into(),
+                    ))
+                }
+                Some(m) => match self.proxy.filter(|p| p.uid != u32::MAX) {
+                    Some(p) if !writable_by(&m, p) && !self.created.contains(&host) => {
+                        return Err(blocked(
+                            &dir,
+                            format!("is named by OUTPUT_CERTS/PROV_CERT in cluster.env but istio-proxy cannot write it (owner {}:{}, mode {:o}), so the agent could never save its certificate; run `chown istio-proxy:istio-proxy {dir}`, or point OUTPUT_CERTS at a directory of its own", m.uid, m.gid, m.mode)
+                        ))
+                    }
+                    _ => {}
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the account `who` may create files in a directory with these owner and mode.
+fn writable_by(m: &Meta, who: Ids) -> bool {
+    (m.uid == who.uid && m.mode & 0o300 == 0o300)
+        || (m.gid == who.gid && m.mode & 0o030 == 0o030)
+        || m.mode & 0o003 == 0o003
+}

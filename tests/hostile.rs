@@ -1196,6 +1196,18 @@ fn alias_bomb() -> String {
     s
 }
 
+// pilot/cmd/pilot-agent/config/config.go getMeshConfig: a proxyMetadata value that is
+// not a string makes the mesh config unreadable and the agent does not start.
+hostile!(
+    mesh_proxy_metadata_unquoted_bool,
+    ALL,
+    mesh("defaultConfig:\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: true\n"),
+    [
+        "bundle member 'mesh.yaml': ",
+        "'defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE' is true, not a string",
+        "quote it (ISTIO_META_DNS_CAPTURE: \"true\")"
+    ],
+);
 hostile!(
     mesh_alias_bomb,
     ALL,

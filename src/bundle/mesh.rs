@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use super::env_keys;
 use super::hosts::is_hostname;
 use super::MemberError;
 
@@ -66,7 +67,10 @@ pub fn parse(data: &[u8]) -> Result<(Mesh, Vec<String>), MemberError> {
     }
     match dc.get("proxyMetadata") {
         None | Some(Value::Null) => {}
-        Some(Value::Object(pm)) => mesh.proxy_metadata_keys = pm.keys().cloned().collect(),
+        Some(Value::Object(pm)) => {
+            check_proxy_metadata(pm)?;
+            mesh.proxy_metadata_keys = pm.keys().cloned().collect();
+        }
         Some(_) => {
             return Err(MemberError::new(
                 "'defaultConfig.proxyMetadata' must be a mapping".into(),
@@ -106,6 +110,31 @@ fn no_default_config(top: &serde_json::Map<String, Value>, mesh: &mut Mesh) -> S
     format!(
         "bundle member 'mesh.yaml' has no 'defaultConfig': the proxy runs with Istio's defaults (discovery address istiod.istio-system.svc:15012).{what} Move the settings under 'defaultConfig:' or regenerate the bundle with a current istioctl"
     )
+}
+
+/// proxyMetadata is a string map (ProxyConfig.proxy_metadata): pilot-agent does not start
+/// when a value is anything else (pilot/cmd/pilot-agent/config/config.go
+/// `getMeshConfig` fails on the file), e.g. an unquoted `true`. The values reach the
+/// proxy's metadata like cluster.env's, so they get the same checks.
+fn check_proxy_metadata(pm: &serde_json::Map<String, Value>) -> Result<(), MemberError> {
+    for (k, v) in pm {
+        let field = format!("'defaultConfig.proxyMetadata.{k}'");
+        match v {
+            Value::String(v) => env_keys::check_value(k, v)
+                .map_err(|r| MemberError::new(format!("{field}: {r}")))?,
+            other => {
+                let shown = serde_json::to_string(other).unwrap_or_default();
+                let fix = match other {
+                    Value::Null => format!("{k}: \"\""),
+                    _ => format!("{k}: {}", serde_json::to_string(&shown).unwrap_or_default()),
+                };
+                return Err(MemberError::new(format!(
+                    "{field} is {shown}, not a string: pilot-agent cannot read such a mesh config and does not start; quote it ({fix})"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_host_port(addr: &str) -> Result<(), String> {
@@ -174,6 +203,9 @@ mod tests {
             b"defaultConfig:\n  discoveryAddress: istiod\n",
             b"defaultConfig:\n  discoveryAddress: 'a b:1'\n",
             b"defaultConfig:\n  discoveryAddress: istiod:99999\n",
+            b"defaultConfig:\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: true\n",
+            b"defaultConfig:\n  proxyMetadata:\n    ISTIO_META_X:\n",
+            b"defaultConfig:\n  proxyMetadata:\n    ISTIO_META_POD_PORTS: '\"[]\"'\n",
             b"key: [unclosed\n",
             b"a: &a [x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e]\n",
         ] {

@@ -1,6 +1,8 @@
 //! Is the proxy in the mesh, and if not, why? Readiness comes from the proxy's own
-//! endpoint ([`probe`]); reasons come from its logs ([`follow`] + [`classify`]) and from
-//! systemd's view of the service; [`monitor`] combines them into one [`Health`].
+//! endpoint ([`probe`]); reasons come from its logs ([`follow`]) and the unit's journal
+//! ([`journal`]), classified by the table in [`rules`] ([`classify`]), and from systemd's
+//! view of the service; [`verdict`] decides which reasons are final; [`monitor`]
+//! combines them into one [`Health`].
 
 pub mod classify;
 pub mod follow;

@@ -1210,3 +1210,32 @@ fn missing_token_without_a_certificate_fails_at_once() {
     assert_failure_report(&vm, &o, "token-missing", Some("istio-token"));
     assert_status_failed(&vm, "token-missing", 12);
 }
+
+/// The legacy (Istio 1.0) node agent's `CSR is approved successfully` (security/pkg/
+/// nodeagent/vm/nodeagent.go), as glog wrote it to the journal, is the certificate stage.
+const LEGACY_CSR: &str = r#"#!/bin/sh
+# test-local istio-start.sh (tests/health.rs): a legacy node agent's journal line
+R="${FIXTURE_ROOT:-}"
+if [ "${1:-}" = clean ]; then exit 0; fi
+echo 'I1013 21:32:29.862575    6941 nodeagent.go:128] CSR is approved successfully. Will renew cert in 29m59.137732603s'
+exec sleep 600
+"#;
+
+#[test]
+fn legacy_node_agent_csr_approval_is_progress() {
+    let vm = Vm::new("ready");
+    let bundle = vm.example();
+    with_start_script(&vm, &bundle, LEGACY_CSR);
+    let o = vm.expect(vm.apply(&bundle, &["--wait", "3"]), 10, "legacy CSR line");
+    assert!(
+        stderr(&o).contains("istio: workload certificate received from the CA"),
+        "{}",
+        vm.show(&o)
+    );
+    let st = vm.status_file();
+    assert_eq!(st["health"]["reason"], "not-ready", "{st:#}");
+    assert_eq!(
+        st["health"]["stage"], "workload certificate received from the CA",
+        "{st:#}"
+    );
+}

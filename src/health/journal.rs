@@ -1,8 +1,9 @@
 //! The istio unit's journal, followed beside istio.log: istio-start.sh runs `pilot-agent
 //! istio-iptables` *before* it redirects output to istio.log
 //! (tools/packaging/common/istio-start.sh), so iptables failures (and the script's own)
-//! reach only the journal. `journalctl -u istio.service -o cat --follow --since=@T` is
-//! started through [`crate::service::follow_journal`] (the service module runs every
+//! reach only the journal; so does the legacy (Istio 1.0) istio-auth-node-agent.service's
+//! `CSR is approved successfully`. `journalctl -u istio.service -u
+//! istio-auth-node-agent.service -o cat --follow --since=@T` is started through [`crate::service::follow_journal`] (the service module runs every
 //! systemd tool); a reader thread hands its lines over a bounded channel, so the
 //! monitor's loop never blocks on it. Where journalctl cannot run (no systemd), there is
 //! simply no journal: istio.log alone gives the reasons.

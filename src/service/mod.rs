@@ -18,6 +18,10 @@ use crate::root::Root;
 /// The sidecar's unit.
 pub const UNIT: &str = "istio.service";
 
+/// The legacy (Istio 1.0 mesh expansion) node agent's unit: it requested the workload
+/// certificate and logged to its own journal.
+pub const LEGACY_NODE_AGENT_UNIT: &str = "istio-auth-node-agent.service";
+
 /// Where a unit file may be, in systemd's search order (admin's first).
 pub const UNIT_DIRS: &[&str] = &[
     "/etc/systemd/system",
@@ -372,8 +376,10 @@ fn journalctl() -> Option<PathBuf> {
     Some(PathBuf::from("journalctl"))
 }
 
-/// Starts `journalctl -u istio.service -o cat --follow --since=@SINCE` (message text
-/// only, from Unix second `since_unix` on) with its stdout piped, stderr discarded.
+/// Starts `journalctl -u istio.service -u istio-auth-node-agent.service -o cat --follow
+/// --since=@SINCE` (message text only, from Unix second `since_unix` on; the legacy node
+/// agent's unit does not exist on current meshes and then adds nothing) with its stdout
+/// piped, stderr discarded.
 /// `Ok(None)`: no journal to follow here; `Err`: journalctl cannot run (not a systemd
 /// system). Callers degrade to istio.log either way.
 pub fn follow_journal(since_unix: i64) -> std::io::Result<Option<std::process::Child>> {
@@ -384,6 +390,8 @@ pub fn follow_journal(since_unix: i64) -> std::io::Result<Option<std::process::C
     c.args([
         "-u",
         UNIT,
+        "-u",
+        LEGACY_NODE_AGENT_UNIT,
         "-o",
         "cat",
         "--follow",

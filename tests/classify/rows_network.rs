@@ -195,9 +195,9 @@ pub fn add(t: &mut Table) {
         f(PermissionDenied),
     );
     t.agent(
-        "pkg/bootstrap/instance.go",
+        "pkg/istio-agent/agent.go (pkg/bootstrap/instance.go's CreateFile; pilot/cmd/pilot-agent/main.go logs it)",
         lv("error", ""),
-        "failed to write bootstrap: open /etc/istio/proxy/envoy-rev.json: permission denied",
+        "failed to generate bootstrap config: open etc/istio/proxy/envoy-rev.json: permission denied",
         "",
         f(PermissionDenied),
     );

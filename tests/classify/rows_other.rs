@@ -103,14 +103,15 @@ pub fn add(t: &mut Table) {
     t.agent(
         WASM,
         lv("error", "wasm"),
-        "failed to fetch Wasm module: unexpected EOF",
+        "error in converting the wasm config to local: could not fetch Wasm binary: unexpected EOF. applying deny RBAC filter",
         "",
         f(UnknownError),
     );
+    // pilot/cmd/pilot-agent/main.go logs the command's error.
     t.agent(
         OPTIONS,
-        lv("fatal", ""),
-        "failed to start the proxy agent: invalid proxy config",
+        lv("error", ""),
+        "failed to get proxy config: open /etc/istio/config/mesh: no such file or directory",
         "",
         f(UnknownError),
     );

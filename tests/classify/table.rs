@@ -133,8 +133,8 @@ const ENVOY_ADS: &str =
 const ENVOY_NACK: &str =
     "pkg/envoy/proxy.go (Envoy's source/extensions/config_subscription/grpc/grpc_mux_impl.cc)";
 const ENVOY_MAIN: &str = "pkg/envoy/proxy.go (Envoy's source/server/server.cc)";
-const KLOG: &str = "pkg/log/klog.go";
-const WASM: &str = "pkg/wasm/cache.go";
+const KLOG: &str = "pkg/log/klog.go (passing on client-go's reflector)";
+const WASM: &str = "pkg/wasm/convert.go (pkg/wasm/cache.go)";
 const OPTIONS: &str = "pilot/cmd/pilot-agent/app/cmd.go";
 const DNS_SERVER: &str = "pkg/dns/client/dns.go";
 const OLD_EPOCH: &str = "pkg/envoy/agent.go (Istio <= 1.9)";

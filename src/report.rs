@@ -241,6 +241,8 @@ pub fn health_event(ev: crate::health::monitor::Event<'_>) {
                     tracing::warn!(kind = f.name(), line = text, "proxy failure line");
                     info_line(&format!("  istio: {}: {shown}", f.name()));
                 }
+                // The monitor does not hand benign lines over.
+                Class::Benign => {}
             }
         }
         Event::Changed(h) => {

@@ -78,7 +78,7 @@ pub mod exit {
     pub const INSTALL: u8 = 6;
     /// systemctl failed (daemon-reload, enable, start, restart).
     pub const SERVICE: u8 = 7;
-    // 10-23: the proxy is not ready, by failure kind: see `health::Failure::exit_code`.
+    // 10-27: the proxy is not ready, by failure kind: see `health::Failure::exit_code`.
 }
 
 impl RunError {

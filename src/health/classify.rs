@@ -1,6 +1,6 @@
-//! One table of istio.log / istio.err.log patterns, built from Istio's real log lines
-//! (pilot-agent, its sds/xdsproxy/cache scopes, istio-iptables and Envoy), and the
-//! classifier that applies it.
+//! The classifier of istio.log / istio.err.log / journal lines, applying the table in
+//! [`super::rules`], built from Istio's real log lines (pilot-agent, its
+//! sds/xdsproxy/cache scopes, istio-iptables and Envoy).
 //!
 //! Lines look like `2024-08-15T09:51:42.705907Z<TAB>warn<TAB>sds<TAB>failed to warm
 //! certificate: ...` (or JSON with `--log_as_json`); rules match literals anywhere in the
@@ -33,7 +33,7 @@ impl Stage {
         match self {
             Stage::AgentStarted => "agent started",
             Stage::EnvoyStarting => "envoy starting",
-            Stage::CertificateReceived => "workload certificate received from istiod",
+            Stage::CertificateReceived => "workload certificate received from the CA",
             Stage::XdsConnected => "connected to istiod (xDS)",
         }
     }
@@ -48,6 +48,9 @@ pub enum Class {
     Progress(Stage),
     /// A failure of a known kind (or an unknown error line).
     Failure(Failure),
+    /// A known harmless line that would otherwise look like a failure (an error-level
+    /// line, a missing file): it says nothing about health.
+    Benign,
 }
 
 /// One row of the table: the line matches when it contains one of `any`, one of `with`
@@ -64,150 +67,7 @@ pub struct Rule {
     pub not: &'static [&'static str],
 }
 
-const fn rule(class: Class, any: &'static [&'static str]) -> Rule {
-    Rule {
-        class,
-        any,
-        with: &[],
-        not: &[],
-    }
-}
-
-use Class::{Failure as F, Progress as P};
-
-/// The table. Order matters: specific causes come before the generic families they
-/// also contain (e.g. "failed to warm certificate ... x509" is a CA problem, "... i/o
-/// timeout" a network one; "failed to fetch token ... permission denied" a token one).
-pub const RULES: &[Rule] = &[
-    // The agent logs this when /healthz/ready succeeds (only when something probes it).
-    rule(Class::Ready, &["Envoy proxy is ready"]),
-    // Token missing or unreadable: `failed to fetch token from file: open
-    // /var/run/secrets/tokens/istio-token: no such file or directory`.
-    rule(
-        F(Failure::TokenMissing),
-        &["failed to fetch token from file"],
-    ),
-    Rule {
-        class: F(Failure::TokenMissing),
-        any: &[
-            "istio-token: no such file",
-            "istio-token: permission denied",
-        ],
-        with: &[],
-        not: &[],
-    },
-    // istiod stale identity: `PermissionDenied desc = authorization failed: no identities
-    // ([...]) matched ...` (#35249).
-    Rule {
-        class: F(Failure::StaleIdentity),
-        any: &["no identities"],
-        with: &["PermissionDenied", "authorization failed"],
-        not: &[],
-    },
-    // Token rejected: `failed to warm certificate: ... code = Unauthenticated desc =
-    // request authenticate failure`, `upstream terminated with unexpected error rpc
-    // error: code = Unauthenticated ...`.
-    rule(
-        F(Failure::TokenRejected),
-        &[
-            "request authenticate failure",
-            "code = Unauthenticated",
-            "authentication failure",
-        ],
-    ),
-    // `x509: certificate signed by unknown authority` (Go), also wrapped as `tls: failed
-    // to verify certificate: x509: ...`.
-    rule(
-        F(Failure::CaMismatch),
-        &["certificate signed by unknown authority"],
-    ),
-    // istio-iptables on restart over leftover rules (#52835).
-    rule(F(Failure::IptablesLeftovers), &["Chain already exists"]),
-    // `iptables v1.8.7 (legacy): can't initialize iptables table `nat': Table does not
-    // exist (do you need to insmod?)`, `unable to initialize table 'nat'`.
-    rule(
-        F(Failure::KernelModules),
-        &[
-            "unable to initialize table",
-            "can't initialize iptables table",
-            "can't initialize ip6tables table",
-            "do you need to insmod?",
-        ],
-    ),
-    // istiod unreachable. `dial tcp 10.0.0.5:15012: i/o timeout`, `... connect:
-    // connection refused`, `lookup istiod.istio-system.svc on 10.0.0.2:53: no such host`,
-    // `Envoy proxy is NOT ready: config not received from XDS server`. Network errors
-    // only count when they concern istiod (an app health check's `connection refused`
-    // must not).
-    rule(
-        F(Failure::IstiodUnreachable),
-        &["config not received from XDS server"],
-    ),
-    Rule {
-        class: F(Failure::IstiodUnreachable),
-        any: &[
-            "connection refused",
-            "i/o timeout",
-            "no such host",
-            "context deadline exceeded",
-            "connection reset by peer",
-            "no route to host",
-            "network is unreachable",
-        ],
-        with: &[":15012", "istiod", "XDS server", "ca request failed"],
-        not: &[],
-    },
-    // A file the proxy cannot open: `open /etc/certs/key.pem: permission denied`. The
-    // gRPC code `PermissionDenied` is a different thing (identity) and capitalised.
-    Rule {
-        class: F(Failure::PermissionDenied),
-        any: &[": permission denied"],
-        with: &[" /"],
-        not: &[],
-    },
-    rule(
-        F(Failure::EnvoyExited),
-        &[
-            "Envoy exited with error",
-            "may have been out of memory killed",
-        ],
-    ),
-    Rule {
-        class: F(Failure::EnvoyExited),
-        any: &["exited with error"],
-        with: &["Epoch "],
-        not: &[],
-    },
-    // Progress (agent scopes: bare message, `cache`, `xdsproxy`).
-    rule(P(Stage::AgentStarted), &["Starting proxy agent"]),
-    rule(P(Stage::EnvoyStarting), &["Envoy command: "]),
-    rule(
-        P(Stage::CertificateReceived),
-        &["generated new workload certificate"],
-    ),
-    rule(
-        P(Stage::XdsConnected),
-        // Istio >= 1.22 mostly uses delta xDS: `connected to delta upstream XDS server`.
-        &[
-            "connected to upstream XDS server",
-            "connected to delta upstream XDS server",
-        ],
-    ),
-    // Any other error-level line: reported verbatim. Agent text and JSON logs, Envoy's
-    // istio.err.log (`<ts>\terror\tenvoy ...`, `[ts][pid][critical][main] ...`).
-    rule(
-        F(Failure::UnknownError),
-        &[
-            "\terror\t",
-            "\tfatal\t",
-            "\tcritical\t",
-            "\"level\":\"error\"",
-            "\"level\":\"fatal\"",
-            "][error][",
-            "][critical][",
-        ],
-    ),
-];
+pub use super::rules::RULES;
 
 /// Applies [`RULES`] to lines.
 pub struct Classifier {

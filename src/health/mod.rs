@@ -1,11 +1,16 @@
 //! Is the proxy in the mesh, and if not, why? Readiness comes from the proxy's own
-//! endpoint ([`probe`]); reasons come from its logs ([`follow`] + [`classify`]) and from
-//! systemd's view of the service; [`monitor`] combines them into one [`Health`].
+//! endpoint ([`probe`]); reasons come from its logs ([`follow`]) and the unit's journal
+//! ([`journal`]), classified by the table in [`rules`] ([`classify`]), and from systemd's
+//! view of the service; [`verdict`] decides which reasons are final; [`monitor`]
+//! combines them into one [`Health`].
 
 pub mod classify;
 pub mod follow;
+pub mod journal;
 pub mod monitor;
 pub mod probe;
+pub mod rules;
+pub mod verdict;
 
 use serde::Serialize;
 
@@ -41,11 +46,20 @@ pub enum Failure {
     ServiceFailed,
     /// There is no istio.service at all: the istio-sidecar package is not installed.
     NotInstalled,
+    /// istiod's certificate does not name the discovery address: the gateway routes
+    /// 15012 to something that is not this istiod, or the address names the wrong host.
+    SanMismatch,
+    /// Envoy rejected the configuration istiod sent (an xDS NACK).
+    XdsRejected,
+    /// istiod cannot auto-register the VM: its WorkloadGroup does not exist.
+    WorkloadGroupMissing,
+    /// A port the proxy needs is held by another process.
+    PortConflict,
 }
 
 impl Failure {
     /// Every kind (documentation and tests).
-    pub const ALL: [Failure; 14] = [
+    pub const ALL: [Failure; 18] = [
         Failure::NotReady,
         Failure::TokenRejected,
         Failure::TokenMissing,
@@ -60,6 +74,10 @@ impl Failure {
         Failure::UnknownError,
         Failure::ServiceFailed,
         Failure::NotInstalled,
+        Failure::SanMismatch,
+        Failure::XdsRejected,
+        Failure::WorkloadGroupMissing,
+        Failure::PortConflict,
     ];
 
     /// The kebab-case name used in output and JSON.
@@ -79,6 +97,10 @@ impl Failure {
             Failure::UnknownError => "unknown-error",
             Failure::ServiceFailed => "service-failed",
             Failure::NotInstalled => "not-installed",
+            Failure::SanMismatch => "san-mismatch",
+            Failure::XdsRejected => "xds-rejected",
+            Failure::WorkloadGroupMissing => "workload-group-missing",
+            Failure::PortConflict => "port-conflict",
         }
     }
 
@@ -99,6 +121,10 @@ impl Failure {
             Failure::UnknownError => 21,
             Failure::ServiceFailed => 22,
             Failure::NotInstalled => 23,
+            Failure::SanMismatch => 24,
+            Failure::XdsRejected => 25,
+            Failure::WorkloadGroupMissing => 26,
+            Failure::PortConflict => 27,
         }
     }
 
@@ -118,7 +144,9 @@ impl Failure {
             Failure::CaMismatch => {
                 "istiod's certificate is not signed by the bundle's root-cert.pem"
             }
-            Failure::IstiodUnreachable => "istiod is unreachable at the discovery address (port 15012)",
+            Failure::IstiodUnreachable => {
+                "istiod is unreachable at the discovery address or CA_ADDR (port 15012 or a NodePort)"
+            }
             Failure::PermissionDenied => "the proxy cannot open one of its files (ownership)",
             Failure::EnvoyExited => "Envoy exited",
             Failure::CrashLoop => "the istio service keeps restarting",
@@ -131,6 +159,14 @@ impl Failure {
             Failure::UnknownError => "the proxy logged an error",
             Failure::ServiceFailed => "the istio service failed",
             Failure::NotInstalled => "there is no istio service: the istio-sidecar package is not installed",
+            Failure::SanMismatch => {
+                "the server at the discovery address is not this mesh's istiod (its certificate names another host)"
+            }
+            Failure::XdsRejected => "Envoy rejected configuration istiod sent (xDS NACK)",
+            Failure::WorkloadGroupMissing => {
+                "istiod cannot auto-register this VM: its WorkloadGroup does not exist"
+            }
+            Failure::PortConflict => "a port the proxy needs is already in use by another process",
         }
     }
 
@@ -153,7 +189,7 @@ impl Failure {
                 "the bundle is from another cluster or the mesh CA changed: generate a fresh bundle from the cluster this VM joins"
             }
             Failure::IstiodUnreachable => {
-                "check the istiod line of vmagent's block in /etc/hosts points at the east-west gateway, that the gateway exposes istiod on port 15012, and that this VM can reach it (`nc -vz <gateway-ip> 15012`)"
+                "check the istiod line of vmagent's block in /etc/hosts points at the east-west gateway, that the gateway exposes istiod on port 15012 (or CA_ADDR's port, e.g. a NodePort), and that this VM can reach it (`nc -vz <gateway-ip> <port>`)"
             }
             Failure::PermissionDenied => {
                 "the path in the evidence must belong to istio-proxy: apply again (vmagent restores owners) or `chown istio-proxy:istio-proxy` it"
@@ -175,12 +211,26 @@ impl Failure {
             Failure::NotInstalled => {
                 "give vmagent a package source ([package] version or url in the config, `apply --package`, or a .deb/.rpm in the bundle); `vmagent status` shows the last apply's error"
             }
+            Failure::SanMismatch => {
+                "the name in the evidence ('valid for ...') is what the server at the address really is: make the east-west gateway route port 15012 to this revision's istiod, or generate the bundle for the revision/istiod the gateway serves (discoveryAddress in mesh.yaml, CA_ADDR in cluster.env)"
+            }
+            Failure::XdsRejected => {
+                "read the `rejected:` line in /var/log/istio/istio.err.log; fix the mesh resource it names (Sidecar, EnvoyFilter, WorkloadGroup ports); `istioctl proxy-status` shows the NACK"
+            }
+            Failure::WorkloadGroupMissing => {
+                "create the WorkloadGroup named in the evidence (`kubectl apply -f wg.yaml` in the VM's namespace), or drop ISTIO_META_AUTO_REGISTER_GROUP by generating the bundle without --autoregister"
+            }
+            Failure::PortConflict => {
+                "find the process holding the port in the evidence (`ss -lntup | grep <port>`) and stop it, or move the application off Istio's ports (15000-15090)"
+            }
         }
     }
 
-    /// Whether the kind is final: waiting longer will not fix it (the agent retries
-    /// forever with the same inputs). Others may clear up (a network coming up, systemd
-    /// restarting Envoy) and end the wait only when it runs out.
+    /// Whether the kind is final by itself: waiting longer will not fix it (the agent
+    /// retries forever with the same inputs). Others may clear up (a network coming up,
+    /// systemd restarting Envoy, a NACK of one listener while the rest works, a port
+    /// freed by the previous proxy's drain) and end the wait only when it runs out.
+    /// Some kinds depend on the line and the machine: see [`verdict::is_final`].
     pub fn definitive(self) -> bool {
         !matches!(
             self,
@@ -188,6 +238,8 @@ impl Failure {
                 | Failure::IstiodUnreachable
                 | Failure::EnvoyExited
                 | Failure::UnknownError
+                | Failure::XdsRejected
+                | Failure::PortConflict
         )
     }
 }

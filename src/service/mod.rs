@@ -20,7 +20,8 @@ pub const UNIT: &str = "istio.service";
 
 /// The certificate agent of Istio <= 1.0 mesh expansion, shipped by those istio-sidecar
 /// packages beside istio.service (install/tools/setupIstioVM.sh at 1.0.0 starts it
-/// before istio): enabled and started with istio when the installed package has it.
+/// before istio): enabled and started with istio when the installed package has it. It
+/// logs to its own journal, which the health follower reads too.
 pub const NODE_AGENT_UNIT: &str = "istio-auth-node-agent.service";
 
 /// dnsmasq, which reads a legacy bundle's `kubedns` file only at start.
@@ -165,8 +166,7 @@ impl Systemctl {
     }
 
     fn command(&self, args: &[&str]) -> (Command, String) {
-        let mut c = Command::new(&self.program);
-        without_notify_env(&mut c);
+        let mut c = tool(&self.program);
         let mut shown = vec!["systemctl".to_string()];
         if let Some(r) = &self.root {
             let a = format!("--root={}", r.display());
@@ -175,7 +175,6 @@ impl Systemctl {
         }
         c.args(args);
         shown.extend(args.iter().map(|a| a.to_string()));
-        c.stdin(std::process::Stdio::null());
         (c, shown.join(" "))
     }
 
@@ -402,6 +401,61 @@ fn unit_file_exists(root: &Root, unit: &str) -> bool {
             .map(|p| p.exists())
             .unwrap_or(false)
     })
+}
+
+/// A systemd tool to run (systemctl, journalctl): no stdin, and none of vmagent's own
+/// notify variables.
+fn tool(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    without_notify_env(&mut c);
+    c.stdin(std::process::Stdio::null());
+    c
+}
+
+/// The journalctl to follow istio.service's journal with, when there is one to follow.
+///
+/// Debug builds honour `VMAGENT_TEST_JOURNALCTL=PROGRAM` (a stand-in that follows the
+/// fake systemd's record of the unit's output); under a stand-in systemctl without one
+/// there is no journal (the host's journalctl knows nothing of the fake unit).
+fn journalctl() -> Option<PathBuf> {
+    #[cfg(debug_assertions)]
+    {
+        if let Some(p) = std::env::var_os("VMAGENT_TEST_JOURNALCTL") {
+            return Some(PathBuf::from(p));
+        }
+        if std::env::var_os("VMAGENT_TEST_SYSTEMCTL").is_some() {
+            return None;
+        }
+    }
+    Some(PathBuf::from("journalctl"))
+}
+
+/// Starts `journalctl -u istio.service -u istio-auth-node-agent.service -o cat --follow
+/// --since=@SINCE` (message text only, from Unix second `since_unix` on; the legacy node
+/// agent's unit does not exist on current meshes and then adds nothing) with its stdout
+/// piped, stderr discarded.
+/// `Ok(None)`: no journal to follow here; `Err`: journalctl cannot run (not a systemd
+/// system). Callers degrade to istio.log either way.
+pub fn follow_journal(since_unix: i64) -> std::io::Result<Option<std::process::Child>> {
+    let Some(program) = journalctl() else {
+        return Ok(None);
+    };
+    let mut c = tool(&program);
+    c.args([
+        "-u",
+        UNIT,
+        "-u",
+        NODE_AGENT_UNIT,
+        "-o",
+        "cat",
+        "--follow",
+        "--no-pager",
+        "--quiet",
+        &format!("--since=@{since_unix}"),
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    c.spawn().map(Some)
 }
 
 /// Children must not talk to vmagent's own notify socket: a failing systemctl sends

@@ -17,6 +17,13 @@
 //!   the owner, the root or the state directory disappears, so nothing outlives a test
 //!   even when the test process is killed. [`FakeSystemd`]'s `Drop` kills it as well.
 //!
+//! The unit's journal: the supervisor appends istio-start.sh's own stdout and stderr
+//! (what systemd puts in the journal) to `journal` in the state directory, each run
+//! after a line `#fake-journal-run <unix seconds>`; the fake `journalctl`
+//! (`VMAGENT_TEST_JOURNALCTL`) follows it like `journalctl -u istio.service -o cat
+//! --follow --since=@T`: the lines of runs started at or after T, then new ones as they
+//! come, until the process that started it is gone.
+//!
 //! Also here: [`ReadyServer`], the readiness endpoint on 127.0.0.1 the tests point
 //! `[health] ready_url` at (200 while the stand-in's ready file exists, else 503), or a
 //! fixed-status server.
@@ -176,6 +183,46 @@ esac
 exit 0
 "#;
 
+/// The fake `journalctl`: follows the supervisor's record of the unit's output.
+const JOURNALCTL: &str = r#"#!/bin/sh
+# fake journalctl for vmagent's tests (tests/common/fake_systemd.rs)
+S="${FAKE_SYSTEMD_STATE:?FAKE_SYSTEMD_STATE is not set}"
+printf '%s\n' "$*" >> "$S/journalctl-calls"
+since=0
+follow=
+for a in "$@"; do
+    case "$a" in
+    --since=@*) since=${a#--since=@} ;;
+    --follow|-f) follow=1 ;;
+    esac
+done
+J="$S/journal"
+P=$PPID
+live() {
+    [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || return 1
+    read -r st < "/proc/$1/stat" 2>/dev/null || return 1
+    st=${st##*) }
+    [ "${st%% *}" != Z ]
+}
+n=0
+# Until the caller (vmagent) or the state directory is gone.
+while [ -d "$S" ] && live "$P"; do
+    if [ -f "$J" ]; then
+        total=$(wc -l < "$J")
+        if [ "$total" -gt "$n" ]; then
+            # Whole lines only (wc counts newlines); runs before --since are skipped.
+            awk -v s="$since" -v from="$n" -v to="$total" '
+                NR > to { exit }
+                /^#fake-journal-run / { on = ($2 >= s); next }
+                NR > from && on { print; fflush() }' "$J" || exit 0
+            n=$total
+        fi
+    fi
+    [ -n "$follow" ] || exit 0
+    sleep 0.05
+done
+"#;
+
 /// The supervisor: `Restart=always` for istio.service, in its own session and process
 /// group (its pid is the group id), with a watchdog that kills the group when the test
 /// is gone.
@@ -195,7 +242,9 @@ wanted() { [ -d "$R" ] && [ -d "$S" ] && { [ -z "$O" ] || live "$O"; }; }
 ( while wanted; do sleep 0.3; done; kill -s KILL 0 ) </dev/null >/dev/null 2>&1 &
 echo $$ > "$S/supervisor.tmp" && mv -f "$S/supervisor.tmp" "$S/supervisor"
 while wanted; do
-    FIXTURE_ROOT="$R" sh "$R/usr/local/bin/istio-start.sh" </dev/null >/dev/null 2>&1 &
+    # The journal: istio-start.sh's own output, as systemd would record it.
+    printf '#fake-journal-run %s\n' "$(date +%s)" >> "$S/journal"
+    FIXTURE_ROOT="$R" sh "$R/usr/local/bin/istio-start.sh" </dev/null >>"$S/journal" 2>&1 &
     child=$!
     echo "$child" > "$S/main.tmp" && mv -f "$S/main.tmp" "$S/main"
     wait "$child"
@@ -220,7 +269,11 @@ impl FakeSystemd {
     /// Writes the fake `systemctl` and its supervisor for `root`.
     pub fn new(root: &Path) -> FakeSystemd {
         let dir = tempfile::tempdir().expect("tempdir");
-        for (name, body) in [("systemctl", SYSTEMCTL), ("supervisor.sh", SUPERVISOR)] {
+        for (name, body) in [
+            ("systemctl", SYSTEMCTL),
+            ("supervisor.sh", SUPERVISOR),
+            ("journalctl", JOURNALCTL),
+        ] {
             let p = dir.path().join(name);
             fs::write(&p, body).expect("write fake systemd");
             fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -237,6 +290,23 @@ impl FakeSystemd {
         self.dir.path().join("systemctl")
     }
 
+    /// The program for `VMAGENT_TEST_JOURNALCTL`.
+    pub fn journalctl(&self) -> PathBuf {
+        self.dir.path().join("journalctl")
+    }
+
+    /// The unit's journal so far (istio-start.sh's own output, with run markers).
+    pub fn journal(&self) -> String {
+        fs::read_to_string(self.state().join("journal")).unwrap_or_default()
+    }
+
+    /// The fake journalctl's invocations, one string of arguments each.
+    pub fn journalctl_calls(&self) -> Vec<String> {
+        fs::read_to_string(self.state().join("journalctl-calls"))
+            .map(|s| s.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
     /// The state directory.
     pub fn state(&self) -> PathBuf {
         self.dir.path().join("state")
@@ -245,6 +315,7 @@ impl FakeSystemd {
     /// Sets the environment that makes `cmd` (vmagent) use this fake.
     pub fn configure<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
         cmd.env("VMAGENT_TEST_SYSTEMCTL", self.program())
+            .env("VMAGENT_TEST_JOURNALCTL", self.journalctl())
             .env("FAKE_SYSTEMD_STATE", self.state())
             .env("FAKE_SYSTEMD_ROOT", &self.root)
             .env("FAKE_SYSTEMD_OWNER", std::process::id().to_string())

@@ -44,17 +44,22 @@ impl ClusterEnv {
     /// set empty.
     pub fn cert_dirs(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for key in ["OUTPUT_CERTS", "PROV_CERT"] {
-            let dir = match self.get(key) {
-                None => Some(DEFAULT_CERT_DIR.to_string()),
-                Some("") => None,
-                Some(v) => env_keys::cert_dir_path(v),
-            };
-            if let Some(d) = dir.filter(|d| !out.contains(d)) {
+        for key in [CertKey::OutputCerts, CertKey::ProvCert] {
+            if let Some(d) = self.cert_dir(key).filter(|d| !out.contains(d)) {
                 out.push(d);
             }
         }
         out
+    }
+
+    /// One of those directories: the default when unset, `None` when set empty (for
+    /// OUTPUT_CERTS: the certificate is never saved).
+    pub fn cert_dir(&self, key: CertKey) -> Option<String> {
+        match self.get(key.name()) {
+            None => Some(DEFAULT_CERT_DIR.to_string()),
+            Some("") => None,
+            Some(v) => env_keys::cert_dir_path(v),
+        }
     }
 
     /// The value of `key`, if set.
@@ -63,6 +68,26 @@ impl ClusterEnv {
             .iter()
             .find(|v| v.key == key)
             .map(|v| v.value.as_str())
+    }
+}
+
+/// The keys naming the agent's certificate directories (tools/packaging/common/
+/// istio-start.sh exports both; security/pkg/nodeagent reads them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertKey {
+    /// OUTPUT_CERTS: where the agent writes its workload certificate.
+    OutputCerts,
+    /// PROV_CERT: where it looks for a provisioning certificate.
+    ProvCert,
+}
+
+impl CertKey {
+    /// The variable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CertKey::OutputCerts => "OUTPUT_CERTS",
+            CertKey::ProvCert => "PROV_CERT",
+        }
     }
 }
 

@@ -3,8 +3,9 @@
 //! (tools/packaging/common/istio-start.sh), so iptables failures (and the script's own)
 //! reach only the journal; so does the legacy (Istio 1.0) istio-auth-node-agent.service's
 //! `CSR is approved successfully`. `journalctl -u istio.service -u
-//! istio-auth-node-agent.service -o cat --follow --since=@T` is started through [`crate::service::follow_journal`] (the service module runs every
-//! systemd tool); a reader thread hands its lines over a bounded channel, so the
+//! istio-auth-node-agent.service -o cat --follow --since=@T` is started through
+//! [`crate::service::follow_journal`] (the service module runs every systemd tool); a
+//! reader thread hands its lines over a bounded channel, so the
 //! monitor's loop never blocks on it. Where journalctl cannot run (no systemd), there is
 //! simply no journal: istio.log alone gives the reasons.
 

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::Failure;
+use crate::bundle::cluster_env::{CertKey, DEFAULT_CERT_DIR};
 use crate::root::Root;
 
 /// What the machine says, besides the line, when a failure is judged.
@@ -45,10 +46,6 @@ pub fn is_cert_output(line: &str) -> bool {
     .any(|s| line.contains(s))
 }
 
-/// The default of istio-start.sh (and the package's sidecar.env) for OUTPUT_CERTS,
-/// relative to `/`, the unit's working directory.
-pub const DEFAULT_OUTPUT_CERTS: &str = "./etc/certs";
-
 /// The certificate file the agent writes in OUTPUT_CERTS.
 pub const CERT_CHAIN: &str = "cert-chain.pem";
 
@@ -63,22 +60,6 @@ pub fn cert_valid_at(pem: &[u8], now: i64) -> bool {
     }
 }
 
-/// OUTPUT_CERTS as a system path: a relative value is relative to `/`.
-pub fn output_certs_path(value: &str) -> PathBuf {
-    let v = value.trim();
-    let v = if v.is_empty() {
-        DEFAULT_OUTPUT_CERTS
-    } else {
-        v
-    };
-    let rel = v.trim_start_matches("./");
-    if rel.starts_with('/') {
-        PathBuf::from(rel)
-    } else {
-        Path::new("/").join(rel)
-    }
-}
-
 /// The agent's certificate directory in a root, for the token decision.
 #[derive(Debug, Clone)]
 pub struct CertDir {
@@ -87,21 +68,24 @@ pub struct CertDir {
 }
 
 impl CertDir {
-    /// OUTPUT_CERTS from the installed cluster.env (the default when it is not set or the
-    /// file cannot be read or parsed: istio-start.sh uses the default then too).
+    /// OUTPUT_CERTS from the installed cluster.env, read as istio-start.sh reads it (the
+    /// default when the file is missing or unreadable; none when set empty: the agent
+    /// then keeps its certificate in memory only).
     pub fn for_root(root: &Root) -> CertDir {
-        let value = crate::layout::file_for(crate::bundle::Member::ClusterEnv)
+        let installed = crate::layout::file_for(crate::bundle::Member::ClusterEnv)
             .and_then(|spec| root.resolve(Path::new(spec.path)).ok())
             .and_then(|p| std::fs::read(p).ok())
             .and_then(|data| {
                 crate::bundle::cluster_env::parse(&data, &BTreeSet::new())
                     .map_err(|e| tracing::debug!(reason = %e.reason, "installed cluster.env: OUTPUT_CERTS taken as the default"))
                     .ok()
-            })
-            .and_then(|(env, _)| env.get("OUTPUT_CERTS").map(str::to_string))
-            .unwrap_or_else(|| DEFAULT_OUTPUT_CERTS.to_string());
+            });
+        let dir = match installed {
+            Some((env, _)) => env.cert_dir(CertKey::OutputCerts),
+            None => Some(DEFAULT_CERT_DIR.to_string()),
+        };
         CertDir {
-            dir: root.resolve(&output_certs_path(&value)).ok(),
+            dir: dir.and_then(|d| root.resolve(Path::new(&d)).ok()),
         }
     }
 
@@ -162,14 +146,6 @@ mod tests {
         assert!(is_final(Failure::WorkloadGroupMissing, "x", &CERT));
         assert!(!is_final(Failure::XdsRejected, "x", &CERT));
         assert!(!is_final(Failure::PortConflict, "x", &CERT));
-    }
-
-    #[test]
-    fn output_certs_paths() {
-        assert_eq!(output_certs_path("./etc/certs"), Path::new("/etc/certs"));
-        assert_eq!(output_certs_path("etc/certs"), Path::new("/etc/certs"));
-        assert_eq!(output_certs_path("/srv/certs"), Path::new("/srv/certs"));
-        assert_eq!(output_certs_path(""), Path::new("/etc/certs"));
     }
 
     fn cert_pem(days_from: i64, days_to: i64) -> String {

@@ -766,8 +766,70 @@ fn oneshot(r: &Results, p: &Payload, c: &mut Check, pristine_hosts: &str) {
     c.that(sc, gets == 1.0, || {
         format!("cloud-init's apply downloaded the v1 package {gets} times, want 1")
     });
+    check_fixture(c, r, sc);
     check_layout(c, r, sc, p);
     check_hosts(c, sc, &r.hosts(sc, "hosts_b64"), pristine_hosts);
+}
+
+/// The fixture sidecar behaves as the real package does on a real systemd
+/// (tests/FIXTURES.md): the agent runs as istio-proxy under sudo, istio.log is opened
+/// by it (appended by istio-proxy's shell), the :15021 listener is the agent's own child
+/// and it logged the probe that found it ready, the unit's ExecStartPre made
+/// /var/run/secrets istio-proxy's, `StartLimitIntervalSec=0` took effect from [Unit], and
+/// istio-iptables' output went to the journal, not to istio.log.
+fn check_fixture(c: &mut Check, r: &Results, sc: &str) {
+    c.eq(
+        sc,
+        "pilot-agent's user",
+        r.get(sc, "agent_user"),
+        "istio-proxy",
+    );
+    c.eq(
+        sc,
+        "pilot-agent's parent (exec sudo)",
+        r.get(sc, "agent_ppid_comm"),
+        "sudo",
+    );
+    c.eq(
+        sc,
+        ":15021's listener (user, whose child)",
+        r.get(sc, "listener"),
+        "istio-proxy agent-child",
+    );
+    c.eq(
+        sc,
+        "istio.log's owner",
+        r.get(sc, "istio_log_owner"),
+        "istio-proxy",
+    );
+    c.eq(
+        sc,
+        "/var/run/secrets (owner, mode)",
+        r.get(sc, "secrets_dir"),
+        "istio-proxy 755",
+    );
+    c.eq(
+        sc,
+        "istio.service StartLimitIntervalUSec",
+        r.get(sc, "start_limit"),
+        "0",
+    );
+    c.that(
+        sc,
+        r.num(sc, "journal_iptables").unwrap_or(0.0) >= 1.0,
+        || "the istio unit's journal has no istio-iptables output".into(),
+    );
+    c.eq(
+        sc,
+        "istio-iptables lines in istio.log",
+        r.get(sc, "log_iptables"),
+        "0",
+    );
+    c.that(
+        sc,
+        r.num(sc, "log_probe_ready").unwrap_or(0.0) >= 1.0,
+        || "istio.log has no `Envoy proxy is ready` (the agent logs it when probed ready)".into(),
+    );
 }
 
 /// s2: identical re-apply

@@ -27,10 +27,10 @@ proxy_ids
 # the unit's ExecStartPre made /var/run/secrets, and istio-iptables printed to the
 # journal (before istio-start.sh redirects the proxy's output).
 agent=$(pgrep -x -o pilot-agent)
-mark "agent_user=$(ps -o user= -p "${agent:-0}" 2>/dev/null | tr -d ' ')"
+mark "agent_user=$(ps -o user:32= -p "${agent:-0}" 2>/dev/null | tr -d ' ')"
 mark "agent_ppid_comm=$(ps -o comm= -p "$(ps -o ppid= -p "${agent:-0}" 2>/dev/null | tr -d ' ')" 2>/dev/null)"
 mark "listener=$(ss -Hltnp 'sport = :15021' 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2 |
-    xargs -r ps -o user=,ppid= -p | awk -v a="${agent:-0}" '{ print $1, ($2 == a ? "agent-child" : "other") }')"
+    xargs -r ps -o ppid=,user:32= -p | awk -v a="${agent:-0}" '{ print $2, ($1 == a ? "agent-child" : "other") }')"
 mark "istio_log_owner=$(stat -c %U /var/log/istio/istio.log 2>/dev/null)"
 mark "secrets_dir=$(stat -c '%U %a' /var/run/secrets 2>/dev/null)"
 mark "start_limit=$(unit_prop istio.service StartLimitIntervalUSec)"

@@ -18,6 +18,7 @@
 //! | s6 | vmagent's .deb, `systemctl enable --now vmagent` from runcmd: status ready, a hand-edited hosts block repaired |
 //! | s5 | reboot: the token (tmpfs) is gone early in boot, the daemon restores it before istio starts, ready again |
 //! | s7 | `vmagent uninstall` refused while the daemon runs; then `systemctl disable --now vmagent`, `vmagent uninstall --purge`, `dpkg --purge vmagent`: back to the snapshot taken before vmagent (/etc/passwd, /etc/group excepted) |
+//! | s8 | after s7, the fixture package by hand in its `iptables-fail` scenario: istio-iptables' error in the unit's journal (not in istio.log), the proxy never started, systemd restarting the unit |
 //!
 //! The guest reports facts (`VMTEST <scenario> <key>=<value>`) and evidence (`VMLOG`) on
 //! its second serial port; this test asserts on the facts, prints the timing numbers,
@@ -647,6 +648,9 @@ fn assert_all(r: &Results, p: &Payload, c: &mut Check) {
     if ran(c, r, "s7") {
         uninstall(r, c, &pristine_hosts);
     }
+    if ran(c, r, "s8") {
+        iptables_fail(r, c);
+    }
     c.that("boot2", !r.get("boot2", "done").is_empty(), || {
         "the second boot did not finish".into()
     });
@@ -830,6 +834,38 @@ fn check_fixture(c: &mut Check, r: &Results, sc: &str) {
         r.num(sc, "log_probe_ready").unwrap_or(0.0) >= 1.0,
         || "istio.log has no `Envoy proxy is ready` (the agent logs it when probed ready)".into(),
     );
+}
+
+/// s8: the fixture's `iptables-fail` scenario under real systemd (tests/FIXTURES.md):
+/// istio-start.sh stops at its first `pilot-agent istio-iptables`, whose error lines go
+/// to the unit's journal, the proxy (and so sudo and istio.log) never runs, and
+/// Restart=always starts it again and again.
+fn iptables_fail(r: &Results, c: &mut Check) {
+    let sc = "s8";
+    for step in ["dpkg", "start", "stop", "purge"] {
+        let s = r.step(sc, step);
+        c.that(sc, s.rc == Some(0), || format!("{step}: {}", s.show()));
+    }
+    c.that(sc, r.num(sc, "nrestarts").unwrap_or(0.0) >= 2.0, || {
+        format!(
+            "istio.service NRestarts {:?} after {} s, want >= 2",
+            r.get(sc, "nrestarts"),
+            r.get(sc, "restart_wait_s")
+        )
+    });
+    c.that(sc, r.num(sc, "journal_error").unwrap_or(0.0) >= 2.0, || {
+        "the unit's journal lacks istio-iptables' error (one per start)".into()
+    });
+    c.that(
+        sc,
+        r.num(sc, "journal_perhaps").unwrap_or(0.0) >= 2.0,
+        || "the unit's journal lacks the error's second line".into(),
+    );
+    c.eq(sc, "sudo to istio-proxy", r.get(sc, "journal_sudo"), "0");
+    let log = r.get(sc, "istio_log");
+    c.that(sc, log == "absent" || log == "0 iptables lines", || {
+        format!("istio.log: {log}")
+    });
 }
 
 /// s2: identical re-apply
@@ -1248,6 +1284,7 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("s6", "daemon: ready, repairs hosts drift"),
     ("s5", "reboot: token restored, ready"),
     ("s7", "uninstall back to the snapshot"),
+    ("s8", "fixture iptables-fail: journal, restarts"),
     ("boot2", "the run completed"),
 ];
 

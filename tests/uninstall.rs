@@ -9,6 +9,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::fake_systemd::FakeSystemd;
 use common::output::*;
@@ -77,6 +78,19 @@ fn onboarded() -> (tempfile::TempDir, TestRoot, FakeSystemd) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(deb_installed(root.path()).as_deref(), Some(V1));
+    // `--wait 0` returns while the service is starting: wait until the stand-in proxy
+    // has written its start lines (Envoy's line in istio.err.log is the last one), so a
+    // snapshot taken now stays the same while the ("silent") proxy idles.
+    let err = root.at("/var/log/istio/istio.err.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::metadata(&err).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stand-in proxy did not start: {}",
+            fake.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     (work, root, fake)
 }
 

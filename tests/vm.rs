@@ -18,6 +18,7 @@
 //! | s6 | vmagent's .deb, `systemctl enable --now vmagent` from runcmd: status ready, a hand-edited hosts block repaired |
 //! | s5 | reboot: the token (tmpfs) is gone early in boot, the daemon restores it before istio starts, ready again |
 //! | s7 | `vmagent uninstall` refused while the daemon runs; then `systemctl disable --now vmagent`, `vmagent uninstall --purge`, `dpkg --purge vmagent`: back to the snapshot taken before vmagent (/etc/passwd, /etc/group excepted) |
+//! | s8 | after s7, the fixture package by hand in its `iptables-fail` scenario: istio-iptables' error in the unit's journal (not in istio.log), the proxy never started, systemd restarting the unit |
 //!
 //! The guest reports facts (`VMTEST <scenario> <key>=<value>`) and evidence (`VMLOG`) on
 //! its second serial port; this test asserts on the facts, prints the timing numbers,
@@ -647,6 +648,9 @@ fn assert_all(r: &Results, p: &Payload, c: &mut Check) {
     if ran(c, r, "s7") {
         uninstall(r, c, &pristine_hosts);
     }
+    if ran(c, r, "s8") {
+        iptables_fail(r, c);
+    }
     c.that("boot2", !r.get("boot2", "done").is_empty(), || {
         "the second boot did not finish".into()
     });
@@ -766,8 +770,102 @@ fn oneshot(r: &Results, p: &Payload, c: &mut Check, pristine_hosts: &str) {
     c.that(sc, gets == 1.0, || {
         format!("cloud-init's apply downloaded the v1 package {gets} times, want 1")
     });
+    check_fixture(c, r, sc);
     check_layout(c, r, sc, p);
     check_hosts(c, sc, &r.hosts(sc, "hosts_b64"), pristine_hosts);
+}
+
+/// The fixture sidecar behaves as the real package does on a real systemd
+/// (tests/FIXTURES.md): the agent runs as istio-proxy under sudo, istio.log is opened
+/// by it (appended by istio-proxy's shell), the :15021 listener is the agent's own child
+/// and it logged the probe that found it ready, the unit's ExecStartPre made
+/// /var/run/secrets istio-proxy's, `StartLimitIntervalSec=0` took effect from [Unit], and
+/// istio-iptables' output went to the journal, not to istio.log.
+fn check_fixture(c: &mut Check, r: &Results, sc: &str) {
+    c.eq(
+        sc,
+        "pilot-agent's user",
+        r.get(sc, "agent_user"),
+        "istio-proxy",
+    );
+    c.eq(
+        sc,
+        "pilot-agent's parent (exec sudo)",
+        r.get(sc, "agent_ppid_comm"),
+        "sudo",
+    );
+    c.eq(
+        sc,
+        ":15021's listener (user, whose child)",
+        r.get(sc, "listener"),
+        "istio-proxy agent-child",
+    );
+    c.eq(
+        sc,
+        "istio.log's owner",
+        r.get(sc, "istio_log_owner"),
+        "istio-proxy",
+    );
+    c.eq(
+        sc,
+        "/var/run/secrets (owner, mode)",
+        r.get(sc, "secrets_dir"),
+        "istio-proxy 755",
+    );
+    c.eq(
+        sc,
+        "istio.service StartLimitIntervalUSec",
+        r.get(sc, "start_limit"),
+        "0",
+    );
+    c.that(
+        sc,
+        r.num(sc, "journal_iptables").unwrap_or(0.0) >= 1.0,
+        || "the istio unit's journal has no istio-iptables output".into(),
+    );
+    c.eq(
+        sc,
+        "istio-iptables lines in istio.log",
+        r.get(sc, "log_iptables"),
+        "0",
+    );
+    c.that(
+        sc,
+        r.num(sc, "log_probe_ready").unwrap_or(0.0) >= 1.0,
+        || "istio.log has no `Envoy proxy is ready` (the agent logs it when probed ready)".into(),
+    );
+}
+
+/// s8: the fixture's `iptables-fail` scenario under real systemd (tests/FIXTURES.md):
+/// istio-start.sh stops at its first `pilot-agent istio-iptables`, whose error lines go
+/// to the unit's journal, the proxy (and so sudo and istio.log) never runs, and
+/// Restart=always starts it again and again.
+fn iptables_fail(r: &Results, c: &mut Check) {
+    let sc = "s8";
+    for step in ["dpkg", "start", "stop", "purge"] {
+        let s = r.step(sc, step);
+        c.that(sc, s.rc == Some(0), || format!("{step}: {}", s.show()));
+    }
+    c.that(sc, r.num(sc, "nrestarts").unwrap_or(0.0) >= 2.0, || {
+        format!(
+            "istio.service NRestarts {:?} after {} s, want >= 2",
+            r.get(sc, "nrestarts"),
+            r.get(sc, "restart_wait_s")
+        )
+    });
+    c.that(sc, r.num(sc, "journal_error").unwrap_or(0.0) >= 2.0, || {
+        "the unit's journal lacks istio-iptables' error (one per start)".into()
+    });
+    c.that(
+        sc,
+        r.num(sc, "journal_perhaps").unwrap_or(0.0) >= 2.0,
+        || "the unit's journal lacks the error's second line".into(),
+    );
+    c.eq(sc, "sudo to istio-proxy", r.get(sc, "journal_sudo"), "0");
+    let log = r.get(sc, "istio_log");
+    c.that(sc, log == "absent" || log == "0 iptables lines", || {
+        format!("istio.log: {log}")
+    });
 }
 
 /// s2: identical re-apply
@@ -1186,6 +1284,7 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("s6", "daemon: ready, repairs hosts drift"),
     ("s5", "reboot: token restored, ready"),
     ("s7", "uninstall back to the snapshot"),
+    ("s8", "fixture iptables-fail: journal, restarts"),
     ("boot2", "the run completed"),
 ];
 

@@ -74,7 +74,8 @@ trap cleanup EXIT
 root=$work/root
 
 # The packages: the init system, cloud-init (the NoCloud seed drives the test), the
-# kernel, python3 (cloud-init's, the readiness stand-in and the package server), the
+# kernel, python3 (cloud-init's, the package server, and the fixture sidecar's stand-in
+# for Envoy's :15021 readiness listener, tests/common/packages.rs), the
 # istio-sidecar fixture's Depends (iproute2, iptables, sudo, hostname), and the tools the
 # guest scripts use. udev: device units for /dev/vda and the seed's label; dbus:
 # hostnamectl (cloud-init sets the hostname through it). --variant=minbase and
@@ -142,53 +143,6 @@ preserve_hostname: true
 resize_rootfs: false
 growpart: {mode: 'off'}
 EOF
-
-# The readiness stand-in for Envoy's :15021/healthz/ready. The fixture istio-sidecar
-# package (tests/common/packages.rs) has no Envoy: its stand-in pilot-agent creates
-# /run/istio-fixture/ready when "ready", and `istio-start.sh clean` (ExecStopPost)
-# removes it. This server turns that file into the HTTP answer vmagent probes.
-mkdir -p "$root/usr/local/lib/vmtest"
-cat >"$root/usr/local/lib/vmtest/fixture-ready.py" <<'EOF'
-"""Envoy readiness stand-in: 200 on GET /healthz/ready iff /run/istio-fixture/ready exists."""
-import http.server
-import os
-
-READY = "/run/istio-fixture/ready"
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path.split("?", 1)[0] != "/healthz/ready":
-            code, body = 404, b"not found\n"
-        elif os.path.exists(READY):
-            code, body = 200, b"ready\n"
-        else:
-            code, body = 503, b"not ready\n"
-        self.send_response(code)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-http.server.ThreadingHTTPServer(("127.0.0.1", 15021), Handler).serve_forever()
-EOF
-cat >"$units/fixture-ready.service" <<'EOF'
-[Unit]
-Description=vmagent VM test: Envoy readiness stand-in on 127.0.0.1:15021
-
-[Service]
-ExecStart=/usr/bin/python3 /usr/local/lib/vmtest/fixture-ready.py
-Restart=always
-RestartSec=1
-
-[Install]
-WantedBy=multi-user.target
-EOF
-ln -sfn ../fixture-ready.service "$units/multi-user.target.wants/fixture-ready.service"
 
 # Lean: the downloaded .debs are not needed any more.
 rm -f "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin

@@ -59,7 +59,7 @@ cat >/etc/systemd/system/vmtest-boot2.service <<'UNIT'
 Description=vmagent VM test: second boot scenarios
 DefaultDependencies=no
 Wants=basic.target
-After=basic.target vmagent.service istio.service fixture-ready.service cloud-final.service
+After=basic.target vmagent.service istio.service cloud-final.service
 Conflicts=shutdown.target
 Before=shutdown.target
 

@@ -22,6 +22,21 @@ mark "log_cert=$(grep -c 'generated new workload certificate' /var/log/istio/ist
 mark "pkg=$(pkg_state istio-sidecar)"
 mark "proxy_user=$(getent passwd istio-proxy | cut -d: -f1)"
 proxy_ids
+# The fixture mirrors the real package (tests/FIXTURES.md): the agent runs as
+# istio-proxy (sudo), istio.log is opened by it, the readiness listener is its own,
+# the unit's ExecStartPre made /var/run/secrets, and istio-iptables printed to the
+# journal (before istio-start.sh redirects the proxy's output).
+agent=$(pgrep -x -o pilot-agent)
+mark "agent_user=$(ps -o user:32= -p "${agent:-0}" 2>/dev/null | tr -d ' ')"
+mark "agent_ppid_comm=$(ps -o comm= -p "$(ps -o ppid= -p "${agent:-0}" 2>/dev/null | tr -d ' ')" 2>/dev/null)"
+mark "listener=$(ss -Hltnp 'sport = :15021' 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2 |
+    xargs -r ps -o ppid=,user:32= -p | awk -v a="${agent:-0}" '{ print $2, ($1 == a ? "agent-child" : "other") }')"
+mark "istio_log_owner=$(stat -c %U /var/log/istio/istio.log 2>/dev/null)"
+mark "secrets_dir=$(stat -c '%U %a' /var/run/secrets 2>/dev/null)"
+mark "start_limit=$(unit_prop istio.service StartLimitIntervalUSec)"
+mark "journal_iptables=$(journalctl -b -u istio.service --no-pager -o cat | grep -c 'Applying iptables chains and rules')"
+mark "log_iptables=$(grep -c 'iptables' /var/log/istio/istio.log 2>/dev/null)"
+mark "log_probe_ready=$(grep -c 'Envoy proxy is ready' /var/log/istio/istio.log 2>/dev/null)"
 mark "pkg_gets=$(journalctl -u vmtest-pkgserver --no-pager -o cat | grep -c "GET /$V1_DEB")"
 stat_all stat
 mark "hosts_b64=$(base64 -w0 /etc/hosts)"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Second boot (vmtest-boot2.service): scenario 5 (after the reboot the daemon restored
 # the token and the proxy is ready again), then scenario 7 (uninstall brings the VM
-# back to the snapshot taken before vmagent), then power off.
+# back to the snapshot taken before vmagent), then scenario 8 (the fixture's
+# iptables-fail scenario under real systemd), then power off.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . /var/lib/vmtest/guest/lib.sh
 
@@ -64,6 +65,37 @@ for p in /var/lib/vmagent /var/cache/vmagent /run/vmagent /etc/vmagent /usr/bin/
 done
 mark "hosts_b64=$(base64 -w0 /etc/hosts)"
 vcmd cat "$W/snap-post/files"
+
+# --- scenario 8: the fixture's iptables-fail scenario on real systemd ----------------
+# After the uninstall (so nothing above is affected): the v1 fixture package by hand, a
+# cluster.env naming the scenario, a start. istio-start.sh fails in its first
+# `pilot-agent istio-iptables` call: the istio-iptables error is in the unit's journal
+# and never in istio.log, the proxy never runs, and systemd restarts the unit
+# (Restart=always, RestartSec=10) without giving up (StartLimitIntervalSec=0).
+scenario s8
+run_step dpkg dpkg -i "$SEED/pkgs/$V1_DEB"
+echo '# fixture-scenario: iptables-fail' >/var/lib/istio/envoy/cluster.env
+since=$(date +%s)
+run_step start systemctl start istio.service
+t0=$(uptime_s)
+while awk -v e="$(elapsed "$t0")" 'BEGIN { exit !(e < 120) }'; do
+    [ "$(unit_prop istio.service NRestarts)" -ge 2 ] 2>/dev/null && break
+    sleep 1
+done
+mark "nrestarts=$(unit_prop istio.service NRestarts)"
+mark "restart_wait_s=$(elapsed "$t0")"
+jr() { journalctl -b -u istio.service --since "@$since" --no-pager -o cat 2>/dev/null; }
+mark "journal_error=$(jr | grep -c "iptables binary iptables has no loaded kernel support and cannot be used.*can't initialize iptables table")"
+mark "journal_perhaps=$(jr | grep -c '^Perhaps iptables or your kernel needs to be upgraded\.$')"
+mark "journal_sudo=$(journalctl -b --since "@$since" --no-pager -o cat 2>/dev/null | grep -c 'USER=istio-proxy')"
+if [ -e /var/log/istio/istio.log ]; then
+    mark "istio_log=$(grep -c 'iptables' /var/log/istio/istio.log) iptables lines"
+else
+    mark "istio_log=absent"
+fi
+vcmd journalctl -b -u istio.service --since "@$since" --no-pager -o short-monotonic
+run_step stop systemctl stop istio.service
+run_step purge dpkg --purge istio-sidecar
 
 scenario boot2
 mark "done=$(uptime_s)"

@@ -221,7 +221,7 @@ pub fn health_event(ev: crate::health::monitor::Event<'_>) {
         Event::Waiting { limit, url } => {
             tracing::info!(limit_secs = limit.as_secs(), url, "waiting for the proxy");
             info_line(&format!(
-                "waiting up to {} s for the proxy to become ready ({url}; reasons from {} and the istio unit's journal)",
+                "waiting up to {} s for the proxy to become ready ({url}; reasons from {})",
                 limit.as_secs(),
                 crate::layout::ISTIO_LOG
             ));

@@ -1863,11 +1863,12 @@ fn uninstall_is_refused_while_the_daemon_runs() {
     );
     assert_eq!(vm.read(TOKEN), Some(example("istio-token")));
     assert_eq!(deb_installed(vm.root.path()).as_deref(), Some(V1));
-    assert_eq!(
-        vm.fake.calls().len(),
-        before,
-        "{:?}",
-        vm.fake.verbs_from(before)
+    // The running daemon may query systemd meanwhile (status refresh): only a changing
+    // verb would be uninstall's.
+    let verbs = vm.fake.verbs_from(before);
+    assert!(
+        verbs.iter().all(|v| v == "show" || v == "is-enabled"),
+        "{verbs:?}"
     );
     // Once the daemon is stopped, it goes through.
     d.signal(libc::SIGTERM);

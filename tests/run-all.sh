@@ -11,6 +11,6 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
 # Last, the end-to-end test on a Debian VM under qemu (KVM when it works, else TCG):
-# about 3 minutes warm, 6 with a cold image cache; prints `skipped: ...` when it cannot
+# about 5 minutes warm, 10 with a cold image cache; prints `skipped: ...` when it cannot
 # run here (tests/vm/README.md).
 tests/vm/run.sh

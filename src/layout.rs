@@ -193,6 +193,16 @@ pub const PARENT_MODE: u32 = 0o755;
 /// Mode of the state directory: it holds backups of secrets.
 pub const STATE_MODE: u32 = 0o700;
 
+/// Whether a directory is vmagent's to chown: one of [`DIRS`], or inside the package's
+/// home /var/lib/istio (where the package's `/etc/istio` link points).
+pub fn is_managed_dir(sys: &str) -> bool {
+    let (_, home) = ETC_ISTIO;
+    DIRS.iter().any(|d| d.path == sys)
+        || sys
+            .strip_prefix(home)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The layout entry of a member.
 pub fn file_for(member: Member) -> Option<&'static FileSpec> {
     FILES.iter().find(|f| f.member == member)

@@ -1244,10 +1244,12 @@ fn absolute_symlinked_directory_resolves_inside_root() {
     let t = tempfile::tempdir().unwrap();
     let spec = Spec::example();
     let b = spec.write_tar(t.path());
-    let host_elsewhere = Path::new("/elsewhere");
+    // An absolute link into the package's home (a vmagent path): followed inside the root.
+    let host_elsewhere = Path::new("/var/lib/istio/elsewhere");
     let existed = host_elsewhere.exists();
     let r = TestRoot::new();
-    symlink("/elsewhere", r.at("/etc/certs")).unwrap();
+    fs::create_dir_all(r.at("/var/lib/istio")).unwrap();
+    symlink("/var/lib/istio/elsewhere", r.at("/etc/certs")).unwrap();
     assert_eq!(lstat(&r.at("/etc/certs")).uid(), 0, "link must be root's");
 
     ok(apply(&r, &b, &[]), "apply");
@@ -1256,15 +1258,45 @@ fn absolute_symlinked_directory_resolves_inside_root() {
         if leaked {
             let _ = fs::remove_dir_all(host_elsewhere);
         }
-        assert!(!leaked, "vmagent wrote to the host's /elsewhere");
+        assert!(
+            !leaked,
+            "vmagent wrote to the host's {}",
+            host_elsewhere.display()
+        );
     }
     assert!(lstat(&r.at("/etc/certs")).file_type().is_symlink());
-    let cert = r.at("/elsewhere/root-cert.pem");
+    let cert = r.at("/var/lib/istio/elsewhere/root-cert.pem");
     assert_eq!(fs::read(&cert).unwrap(), example("root-cert.pem"));
     assert_eq!(lstat(&cert).uid(), PROXY_ID);
     assert_installed(r.path(), &spec, true);
     let o = ok(apply(&r, &b, &[]), "again");
     assert!(stdout(&o).contains("up to date"), "{}", show(&o));
+}
+
+/// A link to a directory that is not vmagent's is refused even when its target does not
+/// exist yet (vmagent would create it for istio-proxy through the link), and nothing is
+/// written inside or outside the root.
+#[test]
+fn symlinked_directory_to_a_missing_foreign_target_is_refused() {
+    let host_elsewhere = Path::new("/elsewhere");
+    let existed = host_elsewhere.exists();
+    let r = TestRoot::new();
+    symlink("/elsewhere", r.at("/etc/certs")).unwrap();
+    let before = r.snapshot();
+    let o = apply(&r, &example_dir(), &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("is a symlink to /elsewhere"),
+        "{}",
+        show(&o)
+    );
+    assert_same(&before, &r.snapshot(), "foreign link");
+    if !existed {
+        assert!(
+            !host_elsewhere.exists(),
+            "vmagent wrote to the host's /elsewhere"
+        );
+    }
 }
 
 /// A destination that is a symlink is replaced by a regular file; what it pointed at
@@ -1333,4 +1365,50 @@ fn configured_state_dir_is_used() {
     let o = apply(&root, &bundle, &["--skip-owner"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(stdout(&o).contains("up to date"), "{}", show(&o));
+}
+
+/// A root-owned link at a managed directory pointing outside vmagent's paths
+/// (`/etc/certs -> /etc/ssl/certs`) is refused: chowning through it would hand the
+/// system's CA directory to istio-proxy (issue 12, finding 4). Nothing changes.
+#[test]
+fn managed_dir_linked_outside_is_not_chowned_through() {
+    let root = TestRoot::new();
+    fs::create_dir_all(root.at("/etc/ssl/certs")).unwrap();
+    fs::write(root.at("/etc/ssl/certs/ca.pem"), "system CA\n").unwrap();
+    symlink("/etc/ssl/certs", root.at("/etc/certs")).unwrap();
+    let before = root.snapshot();
+    let out = root.apply(&example_dir(), &[]).get_output().clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("'/etc/certs': is a symlink to /etc/ssl/certs")
+            && err.contains("does not change owners"),
+        "{err}"
+    );
+    assert_same(&before, &root.snapshot(), "link to /etc/ssl/certs");
+    assert_eq!(fs::metadata(root.at("/etc/ssl/certs")).unwrap().uid(), 0);
+}
+
+/// A link into the package's home is vmagent's own path: followed, and the plan says
+/// where the owner change lands.
+#[test]
+fn managed_dir_linked_into_var_lib_istio_is_followed_and_named() {
+    let root = TestRoot::new();
+    fs::create_dir_all(root.at("/var/lib/istio/certs")).unwrap();
+    symlink("/var/lib/istio/certs", root.at("/etc/certs")).unwrap();
+    let out = root.apply(&example_dir(), &[]).get_output().clone();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("/etc/certs is a symlink to /var/lib/istio/certs: its owner and mode are set on /var/lib/istio/certs"),
+        "{stdout}"
+    );
+    assert_eq!(
+        fs::metadata(root.at("/var/lib/istio/certs")).unwrap().uid(),
+        PROXY_ID
+    );
 }

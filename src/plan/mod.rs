@@ -362,6 +362,9 @@ impl Planner<'_> {
         if self.created.contains(&host) {
             return Ok(());
         }
+        if spec.is_some() {
+            self.through_link(sys, &host)?;
+        }
         let want_mode = spec.map(|s| s.0).unwrap_or(layout::PARENT_MODE);
         let want_owner = match spec {
             Some((_, o)) => self.owner(o),
@@ -395,6 +398,33 @@ impl Planner<'_> {
                     "exists but is not a directory; move it away and re-run".into(),
                 ))
             }
+        }
+        Ok(())
+    }
+
+    /// A managed directory that is a symlink gets its owner and mode set on (or is
+    /// created as) the link's target, so that target must be one of vmagent's own paths: `/etc/certs ->
+    /// /etc/ssl/certs` would otherwise hand the system's CA directory to istio-proxy.
+    /// The plan says where the change lands.
+    fn through_link(&mut self, sys: &str, followed: &Path) -> Result<(), PlanError> {
+        let (_, meta) = self.lstat(sys, false)?;
+        if meta.map(|m| m.kind) != Some(Kind::Symlink) {
+            return Ok(());
+        }
+        let target = followed
+            .strip_prefix(self.root.base())
+            .map(|rel| format!("/{}", rel.display()))
+            .unwrap_or_else(|_| followed.display().to_string());
+        if !layout::is_managed_dir(&target) {
+            return Err(blocked(
+                sys,
+                format!("is a symlink to {target}, which is not one of vmagent's directories; vmagent does not change owners or modes through it. Replace the link with a directory (or point it into /var/lib/istio), then re-run"),
+            ));
+        }
+        if target != sys {
+            self.plan.notes.push(format!(
+                "{sys} is a symlink to {target}: its owner and mode are set on {target}"
+            ));
         }
         Ok(())
     }

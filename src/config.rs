@@ -361,11 +361,23 @@ impl Config {
         Ok(())
     }
 
-    /// The merged config as TOML with secrets (source.headers values) redacted.
+    /// The merged config as TOML with secrets redacted: source.headers values, and the
+    /// userinfo and sensitive query values of every URL (`crate::redact::url`).
     pub fn show(&self) -> String {
         let mut c = self.clone();
         for v in c.source.headers.values_mut() {
             *v = "<redacted>".into();
+        }
+        for u in [
+            c.source.bundle.as_mut(),
+            c.package.url.as_mut(),
+            c.health.report_url.as_mut(),
+            Some(&mut c.health.ready_url),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *u = crate::redact::url(u);
         }
         // Defaults applied where the value is used are shown too (the VM test found
         // empty sections where the README promises the defaults).
@@ -540,6 +552,27 @@ mod tests {
             shown.contains("poll_interval_secs = 60"),
             "defaults shown: {shown}"
         );
+    }
+
+    #[test]
+    fn show_redacts_url_secrets() {
+        let (_t, r) = root_with(&[(
+            "/etc/vmagent/config.toml",
+            "[source]\nbundle = \"https://vmuser:pa55word@b.example/x.tar?access_token=S3cr3tTok&x=1\"\n\
+             [package]\nurl = \"https://m.example/{version}/p.{format}?X-Amz-Signature=S1g\"\n\
+             [health]\nreport_url = \"https://r:R3pw@fleet.example/h?token=R3tok\"\n",
+        )]);
+        let shown = Config::load(&r).unwrap().show();
+        for secret in ["vmuser", "pa55word", "S3cr3tTok", "S1g", "R3pw", "R3tok"] {
+            assert!(!shown.contains(secret), "{secret}:\n{shown}");
+        }
+        for kept in [
+            "https://***@b.example/x.tar?access_token=***&x=1",
+            "https://m.example/{version}/p.{format}?X-Amz-Signature=***",
+            "https://***@fleet.example/h?token=***",
+        ] {
+            assert!(shown.contains(kept), "{kept}:\n{shown}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod logging;
 pub mod package;
 pub mod plan;
 pub mod pristine;
+pub mod redact;
 pub mod report;
 pub mod root;
 pub mod run;

@@ -200,9 +200,48 @@ impl Status {
         }
     }
 
-    /// Writes the status file atomically (0644: health is no secret).
+    /// Masks URL secrets (userinfo, signed queries) in every free-text field: the file
+    /// is world-readable, and the report URL and `vmagent status` show the same
+    /// document. Errors quote the bundle or package URL they concern.
+    pub fn redact(&mut self) {
+        let h = &mut self.health;
+        let texts = h
+            .evidence
+            .iter_mut()
+            .chain(
+                [
+                    &mut h.reason,
+                    &mut h.summary,
+                    &mut h.hint,
+                    &mut h.stage,
+                    &mut h.service,
+                ]
+                .into_iter()
+                .flatten(),
+            )
+            .chain(self.unreadable.iter_mut())
+            .chain(self.warnings.iter_mut())
+            .chain(
+                self.last_apply
+                    .iter_mut()
+                    .flat_map(|a| [&mut a.result, &mut a.bundle]),
+            )
+            .chain(
+                self.bundle
+                    .iter_mut()
+                    .filter_map(|b| b.rejected.as_mut())
+                    .map(|r| &mut r.reason),
+            );
+        for t in texts {
+            *t = crate::redact::text(t);
+        }
+    }
+
+    /// Writes the status file atomically (0644: health is no secret; URL secrets are
+    /// masked first, see [`Status::redact`]).
     pub fn store(&mut self, root: &Root) -> Result<(), String> {
         self.updated = rfc3339(now());
+        self.redact();
         let dir = crate::apply::ensure_dir(root, Path::new(DIR), 0o755)
             .map_err(|(p, e)| format!("{}: {e}", p.display()))?;
         let p = dir.join("status.json");
@@ -341,5 +380,51 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
     s.enabled = enabled;
     s.last_apply = stored.and_then(|s| s.last_apply);
     s.read_facts(root);
+    s.redact();
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_masks_url_secrets_in_every_text_field() {
+        let secret_url = "https://u:pa55word@h/b.tar?access_token=S3cr3tTok&x=1";
+        let said = format!("polling {secret_url} failed");
+        let mut s = Status::new(HealthView {
+            state: "degraded".into(),
+            evidence: vec![said.clone()],
+            summary: Some(said.clone()),
+            ..HealthView::default()
+        });
+        s.warnings.push(said.clone());
+        s.unreadable.push(said.clone());
+        s.last_apply = Some(LastApply {
+            at: "t".into(),
+            result: format!("error: {said}"),
+            exit_code: 2,
+            bundle: secret_url.into(),
+        });
+        s.bundle = Some(BundleView {
+            current: None,
+            last_known_good: None,
+            trial: None,
+            rejected: Some(crate::daemon::store::Rejected {
+                digest: "d".into(),
+                reason: said,
+                at: "t".into(),
+            }),
+        });
+        s.redact();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(
+            !json.contains("pa55word") && !json.contains("S3cr3tTok"),
+            "{json}"
+        );
+        assert!(
+            json.contains("https://***@h/b.tar?access_token=***&x=1"),
+            "{json}"
+        );
+    }
 }

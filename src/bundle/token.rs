@@ -3,7 +3,8 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
 
 use super::MemberError;
 
@@ -20,22 +21,104 @@ pub struct Token {
     pub iat: Option<i64>,
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    sub: Option<String>,
-    #[serde(default)]
-    aud: Aud,
-    exp: Option<f64>,
-    iat: Option<f64>,
+/// Why the token cannot be used. Never carries a claim's value: the token is a
+/// credential, and a message goes to logs and the world-readable status file.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TokenError {
+    /// Not UTF-8 text.
+    #[error("not a JWT (not text)")]
+    NotText,
+    /// Not three non-empty dot-separated parts.
+    #[error("not a JWT (expected three base64url parts separated by '.')")]
+    Parts,
+    /// A part has characters outside base64url (1-based part number).
+    #[error("not a JWT (part {0} is not base64url)")]
+    NotBase64(usize),
+    /// A part does not decode (1-based part number).
+    #[error("not a JWT (part {0} does not decode)")]
+    Undecodable(usize),
+    /// The header is not a JSON object.
+    #[error("not a JWT (header is not a JSON object)")]
+    Header,
+    /// The claims are not a JSON object.
+    #[error("not a JWT (claims are not a JSON object)")]
+    Claims,
+    /// A claim has the wrong type: named, its value withheld.
+    #[error("not a JWT (claim '{claim}' must be {expected})")]
+    Claim {
+        /// The claim's name.
+        claim: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// Expired and not allowed to be.
+    #[error("token expired at {} ({} ago); get a fresh bundle with `istioctl x workload entry configure --tokenDuration 86400 ...` (or pass --allow-expired-token if the workload certificate is still valid)", crate::timefmt::rfc3339(*exp), crate::timefmt::human_duration(now.saturating_sub(*exp)))]
+    Expired {
+        /// `exp`, Unix seconds.
+        exp: i64,
+        /// The time it was checked at.
+        now: i64,
+    },
 }
 
-#[derive(Deserialize, Default)]
-#[serde(untagged)]
-enum Aud {
-    #[default]
-    None,
-    One(String),
-    Many(Vec<String>),
+impl From<TokenError> for MemberError {
+    fn from(e: TokenError) -> Self {
+        MemberError::new(e.to_string())
+    }
+}
+
+/// A string claim (absent or null: `None`).
+fn string_claim(
+    claims: &serde_json::Map<String, Value>,
+    claim: &'static str,
+) -> Result<Option<String>, TokenError> {
+    match claims.get(claim) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(TokenError::Claim {
+            claim,
+            expected: "a string",
+        }),
+    }
+}
+
+/// A time claim in Unix seconds (absent or null: `None`; fractions cut).
+fn time_claim(
+    claims: &serde_json::Map<String, Value>,
+    claim: &'static str,
+) -> Result<Option<i64>, TokenError> {
+    match claims.get(claim) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Ok(Some(i)),
+            (None, Some(f)) => Ok(Some(f as i64)),
+            (None, None) => Err(TokenError::Claim {
+                claim,
+                expected: "a number (Unix seconds)",
+            }),
+        },
+        Some(_) => Err(TokenError::Claim {
+            claim,
+            expected: "a number (Unix seconds)",
+        }),
+    }
+}
+
+/// `aud`: one string or a list of strings.
+fn audience(claims: &serde_json::Map<String, Value>) -> Result<Vec<String>, TokenError> {
+    let bad = TokenError::Claim {
+        claim: "aud",
+        expected: "a string or a list of strings",
+    };
+    match claims.get("aud") {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or(bad.clone()))
+            .collect(),
+        Some(_) => Err(bad),
+    }
 }
 
 /// Decodes the token. `now` is Unix seconds; an expired token is an error unless
@@ -45,51 +128,7 @@ pub fn parse(
     now: i64,
     allow_expired: bool,
 ) -> Result<(Token, Vec<String>), MemberError> {
-    let text = std::str::from_utf8(data)
-        .map_err(|_| MemberError::new("not a JWT (not text)".into()))?
-        .trim_end_matches(['\n', '\r', ' ']);
-    let parts: Vec<&str> = text.split('.').collect();
-    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
-        return Err(MemberError::new(
-            "not a JWT (expected three base64url parts separated by '.')".into(),
-        ));
-    }
-    for (i, p) in parts.iter().enumerate() {
-        let p = p.trim_end_matches('=');
-        if !p
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(MemberError::new(format!(
-                "not a JWT (part {} is not base64url)",
-                i + 1
-            )));
-        }
-    }
-    let decode = |i: usize| {
-        URL_SAFE_NO_PAD
-            .decode(parts[i].trim_end_matches('='))
-            .map_err(|_| MemberError::new(format!("not a JWT (part {} does not decode)", i + 1)))
-    };
-    let header: serde_json::Value = serde_json::from_slice(&decode(0)?)
-        .map_err(|_| MemberError::new("not a JWT (header is not JSON)".into()))?;
-    if !header.is_object() {
-        return Err(MemberError::new(
-            "not a JWT (header is not a JSON object)".into(),
-        ));
-    }
-    let claims: Claims = serde_json::from_slice(&decode(1)?)
-        .map_err(|e| MemberError::new(format!("not a JWT (claims: {e})")))?;
-    let token = Token {
-        sub: claims.sub,
-        aud: match claims.aud {
-            Aud::None => vec![],
-            Aud::One(a) => vec![a],
-            Aud::Many(v) => v,
-        },
-        exp: claims.exp.map(|e| e as i64),
-        iat: claims.iat.map(|e| e as i64),
-    };
+    let token = claims(data)?;
     let mut warnings = Vec::new();
     if !token.aud.iter().any(|a| a == "istio-ca") {
         warnings.push(format!(
@@ -103,11 +142,7 @@ pub fn parse(
     match token.exp {
         None => warnings.push("bundle member 'istio-token': token has no 'exp' claim".into()),
         Some(exp) if exp <= now && !allow_expired => {
-            return Err(MemberError::new(format!(
-                "token expired at {} ({} ago); get a fresh bundle with `istioctl x workload entry configure --tokenDuration 86400 ...` (or pass --allow-expired-token if the workload certificate is still valid)",
-                crate::timefmt::rfc3339(exp),
-                crate::timefmt::human_duration(now.saturating_sub(exp))
-            )));
+            return Err(TokenError::Expired { exp, now }.into());
         }
         Some(exp) if exp <= now => warnings.push(format!(
             "bundle member 'istio-token': token expired at {}; kept because of --allow-expired-token",
@@ -120,6 +155,46 @@ pub fn parse(
         Some(_) => {}
     }
     Ok((token, warnings))
+}
+
+/// The token's claims, checked for shape (signature not verified: istiod's business).
+fn claims(data: &[u8]) -> Result<Token, TokenError> {
+    let text = std::str::from_utf8(data)
+        .map_err(|_| TokenError::NotText)?
+        .trim_end_matches(['\n', '\r', ' ']);
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(TokenError::Parts);
+    }
+    for (i, p) in parts.iter().enumerate() {
+        let p = p.trim_end_matches('=');
+        if !p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(TokenError::NotBase64(i + 1));
+        }
+    }
+    let decode = |i: usize| {
+        URL_SAFE_NO_PAD
+            .decode(parts[i].trim_end_matches('='))
+            .map_err(|_| TokenError::Undecodable(i + 1))
+    };
+    // serde_json's own errors quote the offending value: only our messages are used.
+    let header: Value = serde_json::from_slice(&decode(0)?).map_err(|_| TokenError::Header)?;
+    if !header.is_object() {
+        return Err(TokenError::Header);
+    }
+    let claims: Value = serde_json::from_slice(&decode(1)?).map_err(|_| TokenError::Claims)?;
+    let Value::Object(claims) = claims else {
+        return Err(TokenError::Claims);
+    };
+    Ok(Token {
+        sub: string_claim(&claims, "sub")?,
+        aud: audience(&claims)?,
+        exp: time_claim(&claims, "exp")?,
+        iat: time_claim(&claims, "iat")?,
+    })
 }
 
 #[cfg(test)]
@@ -183,5 +258,48 @@ mod tests {
         )
         .unwrap();
         assert!(w[0].contains("not istio-ca"));
+    }
+
+    #[test]
+    fn malformed_claims_are_named_never_echoed() {
+        for (claims, claim) in [
+            (r#"{"sub":"s","aud":"istio-ca","exp":"M4rkerExp"}"#, "'exp'"),
+            (
+                r#"{"sub":"s","aud":"istio-ca","exp":1,"iat":"M4rkerIat"}"#,
+                "'iat'",
+            ),
+            (
+                r#"{"sub":{"x":"M4rkerSub"},"aud":"istio-ca","exp":1}"#,
+                "'sub'",
+            ),
+            (r#"{"sub":"s","aud":[1,"M4rkerAud"],"exp":1}"#, "'aud'"),
+            (r#"{"sub":"s","aud":{"M4rkerAud":1},"exp":1}"#, "'aud'"),
+        ] {
+            let e = parse(&jwt(claims), 0, true).unwrap_err();
+            assert!(e.reason.contains(claim), "{claims}: {}", e.reason);
+            assert!(!e.reason.contains("M4rker"), "{claims}: {}", e.reason);
+        }
+        // Not JSON, or JSON that is not an object: no excerpt of it either.
+        for claims in [r#"{"sub":M4rker}"#, r#""M4rker""#, r#"["M4rker"]"#] {
+            let e = parse(&jwt(claims), 0, true).unwrap_err();
+            assert_eq!(e.reason, TokenError::Claims.to_string(), "{claims}");
+        }
+    }
+
+    #[test]
+    fn null_and_fractional_claims_are_accepted() {
+        let (t, _) = parse(
+            &jwt(r#"{"sub":null,"aud":null,"exp":4000000000.5,"iat":null}"#),
+            0,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            Token {
+                exp: Some(4_000_000_000),
+                ..Token::default()
+            }
+        );
     }
 }

@@ -224,7 +224,7 @@ impl Daemon {
             return;
         }
         let polled = with_watchdog(self.watchdog, || r.poll());
-        let url = r.url().to_string();
+        let url = r.shown().to_string();
         let retry = r.due().saturating_duration_since(Instant::now()).as_secs();
         match polled {
             Polled::New => {
@@ -493,7 +493,7 @@ impl Daemon {
                     }
                     .into(),
                     exit_code: exit::OK,
-                    bundle: b.clone(),
+                    bundle: crate::redact::url(&b),
                 });
                 // A refused source is the news, even though the bundle in force was
                 // re-applied (its drift repaired).
@@ -510,6 +510,8 @@ impl Daemon {
     /// A reconcile that failed: logged, recorded, retried within a minute (a network or
     /// a mirror may be back by then) but never in a tight loop.
     fn failed(&mut self, why: &str, error: &str, code: u8, bundle: &str) {
+        // Logged and recorded: a URL in it (the source's, a package's) is shown masked.
+        let error = &crate::redact::text(error);
         let retry = Duration::from_secs(self.cfg.daemon.drift_interval_secs.min(60));
         self.next_drift = Instant::now() + retry;
         tracing::error!(reason = why, error = %error, exit_code = code, retry_secs = retry.as_secs(), "reconcile failed; retrying");
@@ -517,7 +519,7 @@ impl Daemon {
             at: timefmt::rfc3339(timefmt::now()),
             result: format!("error: {}", crate::bundle::printable(error, 300)),
             exit_code: code,
-            bundle: bundle.to_string(),
+            bundle: crate::redact::url(bundle),
         });
     }
 

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::fsx;
 use crate::package::fetch;
+use crate::redact;
 use crate::root::Root;
 
 /// The longest wait between polls after errors.
@@ -58,6 +59,8 @@ pub enum Polled {
 /// A polled URL source.
 pub struct Remote {
     url: String,
+    /// `url` as logs, errors and the status file show it (secrets masked).
+    shown: String,
     client: Client,
     headers: HeaderMap,
     dir: PathBuf,
@@ -71,7 +74,8 @@ impl Remote {
     /// A source for `url` (https, or http to a loopback address only: the bundle holds
     /// the token), storing into `dir` (host path).
     pub fn new(url: &str, cfg: &Config, root: &Root, dir: &Path) -> Result<Remote, String> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bundle URL '{url}': {e}"))?;
+        let shown = redact::url(url);
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bundle URL '{shown}': {e}"))?;
         let loopback = matches!(
             parsed.host_str(),
             Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
@@ -81,7 +85,7 @@ impl Remote {
             "http" if loopback => {}
             _ => {
                 return Err(format!(
-                    "bundle URL '{url}': only https is accepted (the bundle carries the istio-token); use https:// with [source] ca_file for a private CA"
+                    "bundle URL '{shown}': only https is accepted (the bundle carries the istio-token); use https:// with [source] ca_file for a private CA"
                 ))
             }
         }
@@ -110,6 +114,7 @@ impl Remote {
             .unwrap_or_default();
         Ok(Remote {
             url: url.to_string(),
+            shown,
             client,
             headers,
             dir: dir.to_path_buf(),
@@ -120,9 +125,9 @@ impl Remote {
         })
     }
 
-    /// The URL.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// The URL as it may be shown (userinfo and sensitive query values masked).
+    pub fn shown(&self) -> &str {
+        &self.shown
     }
 
     /// The last body fetched from this URL, if any.
@@ -159,6 +164,7 @@ impl Remote {
 
     fn fetch(&mut self) -> (Polled, Option<Duration>) {
         let url = &self.url;
+        let shown = &self.shown;
         let mut req = self.client.get(url).headers(self.headers.clone());
         if self.file().is_some() {
             if let Some(e) = &self.have.etag {
@@ -172,7 +178,7 @@ impl Remote {
             Ok(r) => r,
             Err(e) => {
                 return (
-                    Polled::Failed(format!("{url}: {}", fetch::error_chain(&e))),
+                    Polled::Failed(format!("{shown}: {}", fetch::error_chain(&e))),
                     None,
                 )
             }
@@ -188,7 +194,7 @@ impl Remote {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(|s| Duration::from_secs(s).min(MAX_BACKOFF));
-            return (Polled::Failed(format!("{url}: HTTP {status}")), after);
+            return (Polled::Failed(format!("{shown}: HTTP {status}")), after);
         }
         let header = |h| {
             resp.headers()
@@ -203,7 +209,7 @@ impl Remote {
         };
         match self.store(&mut resp) {
             Ok(()) => {}
-            Err(e) => return (Polled::Failed(format!("{url}: {e}")), None),
+            Err(e) => return (Polled::Failed(format!("{shown}: {e}")), None),
         }
         let json = serde_json::to_vec(&got).unwrap_or_default();
         if let Err(e) = fsx::write_atomic(&self.dir.join("fetched.json"), &json, 0o600, None) {
@@ -261,6 +267,39 @@ mod tests {
         assert!(e.is_some_and(|e| e.contains("only https")));
         assert!(remote("ftp://bundles.example.com/vm.tar", &[]).is_err());
         assert!(remote("https://", &[]).is_err());
+    }
+
+    #[test]
+    fn errors_do_not_show_url_secrets() {
+        let e = remote(
+            "http://u:pa55word@bundles.example/vm.tar?access_token=T0k",
+            &[],
+        )
+        .err();
+        assert!(
+            e.as_ref().is_some_and(|e| e.contains("only https")
+                && !e.contains("pa55word")
+                && !e.contains("T0k")),
+            "{e:?}"
+        );
+        let mut r = match remote(
+            "http://u:pa55word@127.0.0.1:9/b.tar?access_token=T0k&x=1",
+            &[],
+        ) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            r.shown(),
+            "http://***@127.0.0.1:9/b.tar?access_token=***&x=1"
+        );
+        match r.poll() {
+            Polled::Failed(e) => assert!(
+                e.contains("127.0.0.1:9/b.tar") && !e.contains("pa55word") && !e.contains("T0k"),
+                "{e}"
+            ),
+            p => panic!("{p:?}"),
+        }
     }
 
     #[test]

@@ -27,15 +27,19 @@ impl Reporter {
         Reporter { tx }
     }
 
-    /// Queues `doc` (never blocks).
+    /// Queues `doc` (never blocks), URL secrets masked like the status file's.
     pub fn send(&self, doc: &Status) {
-        if let Ok(body) = serde_json::to_vec(doc) {
+        let mut doc = doc.clone();
+        doc.redact();
+        if let Ok(body) = serde_json::to_vec(&doc) {
             let _ = self.tx.send(body);
         }
     }
 }
 
 fn worker(url: &str, rx: &Receiver<Vec<u8>>) {
+    // The report URL may carry credentials too: logs show it masked.
+    let shown = crate::redact::url(url);
     crate::package::fetch::install_crypto_provider();
     let client = match reqwest::blocking::Client::builder()
         .user_agent(concat!("vmagent/", env!("CARGO_PKG_VERSION")))
@@ -66,13 +70,13 @@ fn worker(url: &str, rx: &Receiver<Vec<u8>>) {
             match r {
                 Ok(resp) if resp.status().is_success() => break,
                 Ok(resp) => tracing::warn!(
-                    url,
+                    url = %shown,
                     status = resp.status().as_u16(),
                     attempt,
                     "report URL refused the health document"
                 ),
                 Err(e) => {
-                    tracing::warn!(url, error = %crate::package::fetch::error_chain(&e), attempt, "report URL unreachable")
+                    tracing::warn!(url = %shown, error = %crate::package::fetch::error_chain(&e), attempt, "report URL unreachable")
                 }
             }
             if attempt == ATTEMPTS {

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use super::PackageError;
 use crate::config::DownloadConfig;
 use crate::fsx;
+use crate::redact;
 use crate::report::err_line;
 
 /// Longest Retry-After vmagent honours.
@@ -57,18 +58,20 @@ pub fn text(
     url: &str,
     cfg: &DownloadConfig,
 ) -> Result<Option<String>, PackageError> {
-    retrying(url, cfg, |_| {
-        let resp = client.get(url).send().map_err(|e| transient(url, &e))?;
+    // Messages show the URL without its secrets (a signed query, userinfo).
+    let shown = &redact::url(url);
+    retrying(shown, cfg, |_| {
+        let resp = client.get(url).send().map_err(|e| transient(shown, &e))?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => {
                 let mut body = String::new();
                 resp.take(4096)
                     .read_to_string(&mut body)
-                    .map_err(|e| Attempt::Retry(format!("{url}: {e}"), None))?;
+                    .map_err(|e| Attempt::Retry(format!("{shown}: {e}"), None))?;
                 Ok(Some(body))
             }
-            s => Err(status_error(url, s, resp.headers())),
+            s => Err(status_error(shown, s, resp.headers())),
         }
     })
 }
@@ -88,7 +91,8 @@ pub fn download(
     match download_once(client, url, sha256, ext, cache_dir, cfg, &mut resumed) {
         Err(PackageError::Mismatch { .. }) if resumed => {
             err_line(&format!(
-                "{url}: the resumed download does not match its sha256; downloading it again from the start"
+                "{}: the resumed download does not match its sha256; downloading it again from the start",
+                redact::url(url)
             ));
             download_once(client, url, sha256, ext, cache_dir, cfg, &mut false)
         }
@@ -122,13 +126,14 @@ fn download_once(
         .append(true)
         .open(&partial)
         .map_err(|e| io_err("creating", e))?;
-    let mut progress = Progress::new(url);
-    let result = retrying(url, cfg, |_| {
+    let shown = &redact::url(url);
+    let mut progress = Progress::new(shown);
+    let result = retrying(shown, cfg, |_| {
         let mut req = client.get(url);
         if have > 0 {
             req = req.header(RANGE, format!("bytes={have}-"));
         }
-        let mut resp = req.send().map_err(|e| transient(url, &e))?;
+        let mut resp = req.send().map_err(|e| transient(shown, &e))?;
         let status = resp.status();
         if status == StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
             return Ok(()); // we already have every byte; the checksum decides
@@ -136,7 +141,7 @@ fn download_once(
         if status == StatusCode::PARTIAL_CONTENT {
             if !range_starts_at(resp.headers(), have) {
                 return Err(Attempt::Retry(
-                    format!("{url}: server answered a different range"),
+                    format!("{shown}: server answered a different range"),
                     None,
                 ));
             }
@@ -150,14 +155,14 @@ fn download_once(
             have = 0;
         }
         if !status.is_success() {
-            return Err(status_error(url, status, resp.headers()));
+            return Err(status_error(shown, status, resp.headers()));
         }
         let total = resp.content_length().map(|n| n + have);
         progress.start(have, total);
         copy_body(&mut resp, &mut file, &mut hasher, &mut have, &mut progress).map_err(|e| {
             Attempt::Retry(
                 format!(
-                    "{url}: {} after {have} bytes",
+                    "{shown}: {} after {have} bytes",
                     read_error(&e, cfg.idle_timeout_secs)
                 ),
                 None,
@@ -188,7 +193,7 @@ fn download_once(
         cleanup();
         return Err(PackageError::Mismatch {
             downloaded: true,
-            what: url.to_string(),
+            what: shown.to_string(),
             expected: sha256.to_string(),
             got,
         });
@@ -250,7 +255,8 @@ fn range_starts_at(h: &HeaderMap, offset: u64) -> bool {
         == Some(offset)
 }
 
-fn transient(url: &str, e: &reqwest::Error) -> Attempt {
+/// `shown`: the URL as messages show it ([`redact::url`]).
+fn transient(shown: &str, e: &reqwest::Error) -> Attempt {
     // A TLS verification failure will not go away by retrying.
     let chain = error_chain(e);
     if chain.contains("certificate")
@@ -258,7 +264,7 @@ fn transient(url: &str, e: &reqwest::Error) -> Attempt {
         || chain.contains("invalid peer")
     {
         return Attempt::Fatal(PackageError::Download {
-            url: url.to_string(),
+            url: shown.to_string(),
             reason: format!("TLS error: {chain}; for a private mirror pass --ca-file (or package.ca_file in the config)"),
             retryable: false,
         });
@@ -270,7 +276,7 @@ fn transient(url: &str, e: &reqwest::Error) -> Attempt {
     } else {
         "request failed"
     };
-    Attempt::Retry(format!("{url}: {kind}: {chain}"), None)
+    Attempt::Retry(format!("{shown}: {kind}: {chain}"), None)
 }
 
 /// reqwest is built without a bundled crypto provider; ring is ours. Installing twice
@@ -279,7 +285,8 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// An error with its sources, without repeating what a source's text already says.
+/// An error with its sources, without repeating what a source's text already says, and
+/// without the secrets of a URL in it (reqwest's errors quote the request URL).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -291,17 +298,18 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         src = c.source();
     }
-    s
+    redact::text(&s)
 }
 
-fn status_error(url: &str, s: StatusCode, h: &HeaderMap) -> Attempt {
+/// `shown`: the URL as messages show it ([`redact::url`]).
+fn status_error(shown: &str, s: StatusCode, h: &HeaderMap) -> Attempt {
     if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() {
         let after = h
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER));
-        return Attempt::Retry(format!("{url}: HTTP {s}"), after);
+        return Attempt::Retry(format!("{shown}: HTTP {s}"), after);
     }
     let hint = if s == StatusCode::NOT_FOUND {
         "; check the Istio version and the package URL (template)"
@@ -309,15 +317,16 @@ fn status_error(url: &str, s: StatusCode, h: &HeaderMap) -> Attempt {
         ""
     };
     Attempt::Fatal(PackageError::Download {
-        url: url.to_string(),
+        url: shown.to_string(),
         reason: format!("HTTP {s} (not retried){hint}"),
         retryable: false,
     })
 }
 
-/// Runs `f` up to `cfg.attempts` times with exponential backoff and jitter.
+/// Runs `f` up to `cfg.attempts` times with exponential backoff and jitter. `shown`:
+/// the URL as messages show it.
 fn retrying<T>(
-    url: &str,
+    shown: &str,
     cfg: &DownloadConfig,
     mut f: impl FnMut(u32) -> Result<T, Attempt>,
 ) -> Result<T, PackageError> {
@@ -329,7 +338,7 @@ fn retrying<T>(
             Err(Attempt::Retry(reason, after)) => {
                 if attempt == cfg.attempts {
                     return Err(PackageError::Download {
-                        url: url.to_string(),
+                        url: shown.to_string(),
                         reason: format!("gave up after {attempt} attempts; last error: {reason}"),
                         retryable: true,
                     });
@@ -457,5 +466,38 @@ fn mib(n: Option<u64>) -> String {
     match n {
         Some(n) => format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0)),
         None => "size unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed download's messages (the error, its reqwest chain) name the URL without
+    /// its userinfo or signed query.
+    #[test]
+    fn errors_do_not_show_url_secrets() {
+        let cfg = DownloadConfig {
+            attempts: 1,
+            ..DownloadConfig::default()
+        };
+        let Ok(client) = client(&cfg, &[]) else {
+            panic!("client")
+        };
+        let url = "http://vmuser:pa55word@127.0.0.1:9/p.deb?X-Amz-Signature=S1gVal&x=1";
+        let dir = tempfile::tempdir().unwrap();
+        let errors = [
+            text(&client, url, &cfg).map(|_| ()).unwrap_err(),
+            download(&client, url, &"0".repeat(64), "deb", dir.path(), &cfg)
+                .map(|_| ())
+                .unwrap_err(),
+        ];
+        for e in errors {
+            let msg = e.to_string();
+            assert!(msg.contains("127.0.0.1:9/p.deb"), "{msg}");
+            for secret in ["vmuser", "pa55word", "S1gVal"] {
+                assert!(!msg.contains(secret), "{secret}: {msg}");
+            }
+        }
     }
 }

@@ -42,7 +42,7 @@ pub enum PackageError {
         missing: Vec<String>,
     },
     /// The download failed (exit 5).
-    #[error("downloading {url} failed: {reason}")]
+    #[error("downloading {} failed: {reason}", crate::redact::url(url))]
     Download {
         /// URL.
         url: String,
@@ -364,7 +364,8 @@ impl<'a> Step<'a> {
                 Some(self.bundle.packages[*i].file.path().to_path_buf())
             }
             Source::Url(u) => {
-                d.source = u.clone();
+                // Shown in plans and JSON: without a signed query's secrets.
+                d.source = crate::redact::url(u);
                 None
             }
         };
@@ -400,7 +401,11 @@ impl<'a> Step<'a> {
                 }
             }
             if d.sha256.is_none() {
-                d.sha256 = Some(self.published_sha256(&d.source)?);
+                let url = match &src {
+                    Source::Url(u) => u.as_str(),
+                    Source::Local(_) | Source::Member(_) => "",
+                };
+                d.sha256 = Some(self.published_sha256(url)?);
                 d.checksum_source = ChecksumSource::Published;
             }
             let sha = d.sha256.clone().unwrap_or_default();
@@ -445,7 +450,9 @@ impl<'a> Step<'a> {
         let text = fetch::text(&self.client()?, &sum_url, &self.cfg.download)?;
         let Some(text) = text else {
             return Err(PackageError::Unsupported(format!(
-                "no checksum for {url}: {sum_url} does not exist; pass --package-sha256 HEX (or set package.sha256 in {})",
+                "no checksum for {}: {} does not exist; pass --package-sha256 HEX (or set package.sha256 in {})",
+                crate::redact::url(url),
+                crate::redact::url(&sum_url),
                 config::PATH
             )));
         };

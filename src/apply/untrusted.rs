@@ -316,6 +316,43 @@ mod tests {
     }
 
     #[test]
+    fn outside_the_layout_only_a_directory_may_be_undone() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        fs::create_dir_all(t.path().join("srv/certs")).unwrap();
+        fs::write(t.path().join("srv/file"), "x").unwrap();
+        let txn = TxnDir::of(&root).unwrap();
+        let journal = |path: &str| Journal {
+            version: 1,
+            entries: vec![entry(path, Prior::Absent)],
+        };
+        // A certificate directory cluster.env named, made by the apply; or not made yet.
+        for ok in [
+            "srv/certs",
+            "srv/missing",
+            "etc/hosts",
+            "var/lib/istio/config/mesh",
+        ] {
+            assert!(check(&txn, &journal(ok), true).is_ok(), "{ok}");
+        }
+        let forged = journal("srv/file");
+        let refused = check(&txn, &forged, true);
+        assert!(
+            matches!(refused, Err(JournalError::Refused { .. })),
+            "{refused:?}"
+        );
+        let j = Journal {
+            version: 1,
+            entries: vec![entry("etc/hosts", file("0", 0o644))],
+        };
+        let missing = check(&txn, &j, true);
+        assert!(
+            matches!(missing, Err(JournalError::MissingBackup { .. })),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
     fn forged_entries_are_refused() {
         for e in [
             entry("/etc/passwd", Prior::Absent),

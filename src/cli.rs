@@ -173,6 +173,10 @@ pub struct StatusArgs {
 pub struct RecoverArgs {
     #[command(flatten)]
     pub root: RootArgs,
+    /// Roll nothing back: move a journal vmagent refused (damaged, or not one it wrote)
+    /// and its backups aside into the state dir's discarded-<time>/ (inspect it first).
+    #[arg(long)]
+    pub discard_journal: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -378,6 +382,9 @@ fn check(c: CheckArgs) -> u8 {
 }
 
 fn recover(r: RecoverArgs) -> u8 {
+    if r.discard_journal {
+        return discard_journal(r);
+    }
     match run::recover(
         &r.root.root,
         Duration::from_secs(r.root.lock_timeout),
@@ -399,6 +406,37 @@ fn recover(r: RecoverArgs) -> u8 {
                     Some(p) => report::out(&format!(
                         "rolled back an interrupted apply ({} paths restored)\n",
                         p.len()
+                    )),
+                    None => report::out("nothing to recover\n"),
+                },
+            }
+            exit::OK
+        }
+        Err(e) => fail(Document::new("recover"), &e, r.output),
+    }
+}
+
+fn discard_journal(r: RecoverArgs) -> u8 {
+    match run::discard_journal(
+        &r.root.root,
+        Duration::from_secs(r.root.lock_timeout),
+        waiting(&r.root.root),
+    ) {
+        Ok(aside) => {
+            match r.output {
+                Format::Json => {
+                    let mut d = Document::new("recover");
+                    d.result = if aside.is_some() {
+                        "journal-discarded"
+                    } else {
+                        "nothing-to-recover"
+                    };
+                    d.print_json();
+                }
+                Format::Text => match aside {
+                    Some(p) => report::out(&format!(
+                        "moved the undo journal and its backups to {}; nothing was rolled back: check the files it names, then apply again\n",
+                        p.display()
                     )),
                     None => report::out("nothing to recover\n"),
                 },

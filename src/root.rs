@@ -51,6 +51,15 @@ pub enum RootError {
         /// The underlying error.
         source: io::Error,
     },
+    /// One of vmagent's own directories (state, cache, status, or one beneath them) is
+    /// not a real directory owned by root, so it cannot be trusted with backups of secrets.
+    #[error("'{path}' {reason}; vmagent's own directories must be real directories owned by root: check what it is, move it away and run again")]
+    OwnDir {
+        /// Host path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An account file of the target could not be read.
     #[error("cannot read '{path}': {source}")]
     Accounts {
@@ -197,6 +206,105 @@ impl Root {
         Ok(self.resolve(parent)?.join(name))
     }
 
+    /// Host path of vmagent's own directory `sys` (the state or cache directory, or one
+    /// beneath them), checked like [`Root::ensure_own_dir`] but neither created nor
+    /// repaired: `Ok(None)` when it does not exist.
+    pub fn own_dir(&self, sys: &Path) -> Result<Option<PathBuf>, RootError> {
+        self.own_dirs(sys, None)
+    }
+
+    /// Creates (or re-checks) vmagent's own directory `sys` and returns its host path.
+    ///
+    /// The directories from the state or cache directory down to `sys` (or `sys` alone
+    /// when it is under neither, like the status directory) are vmagent's: each must be
+    /// a real directory (a symlink there is refused, never followed: it could send
+    /// backups of secrets out of the root) owned by root. A missing one is created with
+    /// its mode set on the descriptor, so the umask never loosens it; an existing one
+    /// with the wrong mode is repaired. `sys` gets `mode`, the state or cache directory
+    /// above it [`crate::layout::STATE_MODE`], directories in between
+    /// [`crate::layout::PARENT_MODE`]. Parents above the state or cache directory (e.g.
+    /// /var/lib) are resolved as usual and created at `PARENT_MODE` when missing.
+    pub fn ensure_own_dir(&self, sys: &Path, mode: u32) -> Result<PathBuf, RootError> {
+        self.own_dirs(sys, Some(mode))?
+            .ok_or_else(|| RootError::NotAbsolute(sys.to_path_buf()))
+    }
+
+    fn own_dirs(&self, sys: &Path, create: Option<u32>) -> Result<Option<PathBuf>, RootError> {
+        use crate::layout::{PARENT_MODE, STATE_MODE};
+        let top = [self.state.as_path(), self.cache.as_path()]
+            .into_iter()
+            .find(|t| sys.starts_with(t))
+            .unwrap_or(sys);
+        let parent = top.parent().filter(|_| top.is_absolute());
+        let Some(parent) = parent else {
+            return Err(RootError::NotAbsolute(sys.to_path_buf()));
+        };
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source: io::Error| RootError::Io { path, source }
+        };
+        // Above the top: ordinary system directories, resolved inside the root.
+        let mut host = self.base.clone();
+        for a in parent
+            .ancestors()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .skip(1)
+        {
+            host = self.resolve(a)?;
+            if create.is_some() && crate::fsx::meta(&host).map_err(io(&host))?.is_none() {
+                match crate::fsx::create_dir(&host, PARENT_MODE, None) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    r => r.map_err(io(&host))?,
+                }
+            }
+        }
+        let below = sys.strip_prefix(parent).unwrap_or(sys);
+        let mut cur_sys = parent.to_path_buf();
+        for name in below.components() {
+            let Component::Normal(name) = name else {
+                return Err(RootError::NotAbsolute(sys.to_path_buf()));
+            };
+            host.push(name);
+            cur_sys.push(name);
+            let want = match create {
+                Some(m) if cur_sys == sys => m,
+                _ if cur_sys == top => STATE_MODE,
+                _ => PARENT_MODE,
+            };
+            let exact = cur_sys == sys || cur_sys == top;
+            let mut meta = crate::fsx::meta(&host).map_err(io(&host))?;
+            if meta.is_none() {
+                if create.is_none() {
+                    return Ok(None);
+                }
+                match crate::fsx::create_dir(&host, want, None) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    r => r.map_err(io(&host))?,
+                }
+                meta = crate::fsx::meta(&host).map_err(io(&host))?;
+            }
+            let Some(m) = meta else {
+                return Err(RootError::Io {
+                    path: host,
+                    source: io::ErrorKind::NotFound.into(),
+                });
+            };
+            match own_dir_verdict(&m, want, exact) {
+                OwnDirVerdict::Good => {}
+                OwnDirVerdict::Repair(_) if create.is_none() => {}
+                OwnDirVerdict::Repair(mode) => {
+                    crate::fsx::set_meta(&host, mode, None).map_err(io(&host))?
+                }
+                OwnDirVerdict::Refuse(reason) => {
+                    return Err(RootError::OwnDir { path: host, reason })
+                }
+            }
+        }
+        Ok(Some(host))
+    }
+
     /// Looks up a user and its group by name in the target's `etc/passwd` and `etc/group`.
     ///
     /// Returns `None` when the user does not exist (yet). The group is taken from
@@ -234,6 +342,39 @@ impl Root {
             }
         }
         Ok(out)
+    }
+}
+
+/// What to do with an existing directory of vmagent's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnDirVerdict {
+    /// As it should be.
+    Good,
+    /// Root's, but with the wrong mode: set this one.
+    Repair(u32),
+    /// Not to be trusted (a link, not a directory, someone else's): why.
+    Refuse(String),
+}
+
+/// Decides about an existing directory of vmagent's own: it must be a real directory
+/// owned by root; its mode must be `want` when `exact` (the directory asked for, or the
+/// state or cache directory), else at least not writable by group or others.
+pub fn own_dir_verdict(m: &crate::fsx::Meta, want: u32, exact: bool) -> OwnDirVerdict {
+    use crate::fsx::Kind;
+    match m.kind {
+        Kind::Dir => {}
+        Kind::Symlink => return OwnDirVerdict::Refuse("is a symlink".into()),
+        _ => return OwnDirVerdict::Refuse("is not a directory".into()),
+    }
+    if m.uid != 0 {
+        return OwnDirVerdict::Refuse(format!("is owned by uid {}, not root", m.uid));
+    }
+    if exact && m.mode != want {
+        OwnDirVerdict::Repair(want)
+    } else if !exact && m.mode & 0o7022 != 0 {
+        OwnDirVerdict::Repair(m.mode & 0o755)
+    } else {
+        OwnDirVerdict::Good
     }
 }
 
@@ -286,6 +427,68 @@ mod tests {
             r.resolve(Path::new("/a/x")),
             Err(RootError::Loop(_))
         ));
+    }
+
+    fn meta(kind: crate::fsx::Kind, mode: u32, uid: u32) -> crate::fsx::Meta {
+        crate::fsx::Meta {
+            kind,
+            mode,
+            uid,
+            gid: 0,
+        }
+    }
+
+    #[test]
+    fn own_dirs_are_repaired_or_refused() {
+        use crate::fsx::Kind;
+        let v = |m, exact| own_dir_verdict(&m, 0o700, exact);
+        assert_eq!(v(meta(Kind::Dir, 0o700, 0), true), OwnDirVerdict::Good);
+        assert_eq!(
+            v(meta(Kind::Dir, 0o755, 0), true),
+            OwnDirVerdict::Repair(0o700)
+        );
+        assert_eq!(
+            v(meta(Kind::Dir, 0o777, 0), false),
+            OwnDirVerdict::Repair(0o755)
+        );
+        assert_eq!(v(meta(Kind::Dir, 0o755, 0), false), OwnDirVerdict::Good);
+        assert!(matches!(
+            v(meta(Kind::Dir, 0o700, 1000), true),
+            OwnDirVerdict::Refuse(_)
+        ));
+        assert!(matches!(
+            v(meta(Kind::Symlink, 0o777, 0), true),
+            OwnDirVerdict::Refuse(_)
+        ));
+        assert!(matches!(
+            v(meta(Kind::File, 0o700, 0), true),
+            OwnDirVerdict::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn own_dirs_are_made_whatever_the_umask_and_links_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let r = Root::new(t.path()).unwrap();
+        let state = Path::new(crate::layout::STATE_DIR);
+        let txn = r.ensure_own_dir(&state.join("txn"), 0o700).unwrap();
+        assert_eq!(crate::fsx::meta(&txn).unwrap().unwrap().mode, 0o700);
+        let dir = r.resolve(state).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        r.ensure_own_dir(state, 0o700).unwrap();
+        assert_eq!(crate::fsx::meta(&dir).unwrap().unwrap().mode, 0o700);
+        let away = tempfile::tempdir().unwrap();
+        fs::remove_dir(&txn).unwrap();
+        symlink(away.path(), &txn).unwrap();
+        for got in [
+            r.ensure_own_dir(&state.join("txn/backups"), 0o700)
+                .map(Some),
+            r.own_dir(&state.join("txn")),
+        ] {
+            assert!(matches!(got, Err(RootError::OwnDir { .. })), "{got:?}");
+        }
+        assert_eq!(fs::read_dir(away.path()).unwrap().count(), 0);
     }
 
     #[test]

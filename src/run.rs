@@ -262,10 +262,12 @@ pub fn apply(
     }
     if opts.dry_run {
         warnings.extend(first.warnings.iter().cloned());
-        if apply::txn_dir(&root)?.pending().ok().flatten().is_some() {
-            warnings.push(
+        match apply::txn_dir(&root)?.pending() {
+            Ok(Some(_)) => warnings.push(
                 "an interrupted apply left a journal; the next apply rolls it back first".into(),
-            );
+            ),
+            Ok(None) => {}
+            Err(e) => warnings.push(format!("the next apply will stop here: {e}")),
         }
         return Ok(Outcome {
             status: Status::Planned,
@@ -489,10 +491,25 @@ pub fn recover(
     waiting: impl FnOnce(),
 ) -> Result<Option<Vec<PathBuf>>, RunError> {
     let (root, _) = Config::locate_lenient(Root::new(root)?);
-    let dir = root.resolve(root.state_dir())?;
-    if !dir.is_dir() {
+    let Some(dir) = root.own_dir(root.state_dir())? else {
         return Ok(None);
-    }
+    };
     let _lock = lock::acquire(&dir.join("lock"), lock_timeout, waiting)?;
     Ok(apply::recover(&root)?)
+}
+
+/// `vmagent recover --discard-journal`: under the lock, move a pending journal and its
+/// backups aside without rolling anything back (after the admin inspected them).
+/// Returns the directory they went to, or `None` when there was no journal.
+pub fn discard_journal(
+    root: &Path,
+    lock_timeout: Duration,
+    waiting: impl FnOnce(),
+) -> Result<Option<PathBuf>, RunError> {
+    let (root, _) = Config::locate_lenient(Root::new(root)?);
+    let Some(dir) = root.own_dir(root.state_dir())? else {
+        return Ok(None);
+    };
+    let _lock = lock::acquire(&dir.join("lock"), lock_timeout, waiting)?;
+    Ok(apply::discard(&root)?)
 }

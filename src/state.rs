@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// The applied state as recorded in `state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct State {
     /// Schema version.
     pub version: u32,
@@ -25,9 +26,16 @@ impl State {
         }
     }
 
-    /// Parses a state file; a damaged one reads as empty (it only drives cleanups).
+    /// Parses a state file, as untrusted input; a damaged one (not JSON, another
+    /// schema version, a `sub` no token has) reads as none: it only drives cleanups, and
+    /// the next apply rewrites it.
     pub fn parse(data: &[u8]) -> Option<Self> {
-        serde_json::from_slice(data).ok()
+        let s: State = serde_json::from_slice(data).ok()?;
+        let sub_ok = s
+            .token_sub
+            .as_deref()
+            .is_none_or(|t| !t.is_empty() && t.len() <= 1024 && !t.chars().any(char::is_control));
+        (s.version == 1 && sub_ok).then_some(s)
     }
 
     /// The bytes written to disk.
@@ -35,5 +43,24 @@ impl State {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
         v.push(b'\n');
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_vmagent_writes_parses() {
+        let good = State::for_identity(Some("spiffe://x/ns/a/sa/b"));
+        assert_eq!(State::parse(&good.to_bytes()), Some(good));
+        for bad in [
+            &b"not json"[..],
+            br#"{"version":2}"#,
+            br#"{"version":1,"token_sub":"a\nb"}"#,
+            br#"{"version":1,"extra":1}"#,
+        ] {
+            assert_eq!(State::parse(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -1184,6 +1184,8 @@ fn held_lock_makes_apply_wait_then_exit_3() {
     let b = spec.write_tar(t.path());
     let r = TestRoot::new();
     fs::create_dir_all(r.at("/var/lib/vmagent")).unwrap();
+    // As vmagent makes it: a looser one would be tightened (tests/untrusted_state.rs).
+    fs::set_permissions(r.at("/var/lib/vmagent"), fs::Permissions::from_mode(0o700)).unwrap();
     let lock = fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -4,6 +4,7 @@
 
 pub mod journal;
 pub mod lock;
+mod untrusted;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -15,7 +16,7 @@ use crate::fsx;
 use crate::layout;
 use crate::plan::{Action, Plan, Step};
 use crate::root::{Root, RootError};
-use journal::TxnDir;
+use journal::{JournalError, TxnDir};
 
 /// Why an apply failed. The root has been rolled back unless `RollbackFailed`.
 #[derive(Debug, Error)]
@@ -36,7 +37,7 @@ pub enum ApplyError {
         /// Cause.
         source: io::Error,
         /// Why undo failed.
-        rollback: io::Error,
+        rollback: Box<JournalError>,
         /// Journal path.
         journal: String,
     },
@@ -48,67 +49,64 @@ pub enum ApplyError {
         /// Cause.
         source: io::Error,
     },
+    /// The journal and backups could not be recorded; nothing was changed.
+    #[error("cannot record the undo journal in {dir}: {source}; nothing was changed")]
+    Record {
+        /// Transaction dir.
+        dir: String,
+        /// Cause.
+        source: JournalError,
+    },
+    /// A journal left by an earlier run could not be rolled back (damaged, forged, a
+    /// backup missing, or an I/O error part-way: the message says which and what to do).
+    #[error(transparent)]
+    Pending(#[from] JournalError),
     /// Path resolution failed.
     #[error(transparent)]
     Root(#[from] RootError),
 }
 
-/// The transaction directory of a root.
+/// The transaction directory of a root (checked: a symlink there is refused).
 pub fn txn_dir(root: &Root) -> Result<TxnDir, RootError> {
-    Ok(TxnDir {
-        dir: root.resolve(root.state_dir())?.join("txn"),
-    })
+    TxnDir::of(root)
 }
 
-/// Creates the state directory (0700: it holds backups of secrets) if missing and
-/// returns its host path. It is vmagent's own bookkeeping, not part of any plan.
+/// Creates the state directory (0700, root's: it holds backups of secrets) if missing,
+/// repairs its mode if wrong, and returns its host path. It is vmagent's own
+/// bookkeeping, not part of any plan.
 pub fn state_dir(root: &Root) -> Result<PathBuf, ApplyError> {
-    ensure_dir(root, root.state_dir(), layout::STATE_MODE).map_err(|(dir, source)| {
-        ApplyError::Journal {
-            dir: dir.display().to_string(),
-            source,
-        }
-    })
+    Ok(root.ensure_own_dir(root.state_dir(), layout::STATE_MODE)?)
 }
 
-/// Creates a directory of vmagent's own (and its missing parents, at
-/// [`layout::PARENT_MODE`]) under the root; returns its host path, or the path that
-/// failed with the error.
+/// Creates (or re-checks and repairs) a directory of vmagent's own under the root, see
+/// [`Root::ensure_own_dir`]; returns its host path, or the path that failed with the
+/// error.
 pub fn ensure_dir(root: &Root, sys: &Path, mode: u32) -> Result<PathBuf, (PathBuf, io::Error)> {
-    let mut dir = PathBuf::new();
-    for a in sys
-        .ancestors()
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .skip(1)
-    {
-        dir = root
-            .resolve(a)
-            .map_err(|e| (a.to_path_buf(), io::Error::other(e.to_string())))?;
-        let m = if a == sys { mode } else { layout::PARENT_MODE };
-        match fsx::create_dir(&dir, m, None) {
-            // Another vmagent may create it at the same moment: fine if it is a directory.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-            Err(e) => return Err((dir, e)),
-            Ok(()) => {}
-        }
-    }
-    Ok(dir)
+    root.ensure_own_dir(sys, mode).map_err(|e| {
+        let path = match &e {
+            RootError::OwnDir { path, .. } | RootError::Io { path, .. } => path.clone(),
+            _ => sys.to_path_buf(),
+        };
+        (path, io::Error::other(e))
+    })
 }
 
 /// Rolls back an interrupted apply, if one left a journal. Returns the paths restored
-/// (relative to the root), or `None` when there was nothing to recover.
+/// (relative to the root), or `None` when there was nothing to recover. A journal that
+/// fails its checks is refused with nothing touched ([`ApplyError::Pending`]).
 pub fn recover(root: &Root) -> Result<Option<Vec<PathBuf>>, ApplyError> {
     let txn = txn_dir(root)?;
-    let step = |source| ApplyError::Step {
-        step: "recovering the interrupted apply".into(),
-        source,
-    };
-    match txn.pending().map_err(step)? {
+    match txn.pending()? {
         None => Ok(None),
-        Some(j) => Ok(Some(txn.rollback(root.base(), &j).map_err(step)?)),
+        Some(j) => Ok(Some(txn.rollback(&j, true)?)),
     }
+}
+
+/// `vmagent recover --discard-journal`: moves a pending journal and its backups aside
+/// (into `discarded-<time>` in the state dir) without rolling anything back. Returns
+/// where they went, or `None` when there was nothing.
+pub fn discard(root: &Root) -> Result<Option<PathBuf>, ApplyError> {
+    Ok(txn_dir(root)?.discard(crate::timefmt::now())?)
 }
 
 /// Test hook: `VMAGENT_FAULT=fail:N` fails, `abort:N` kills the process, after N
@@ -137,16 +135,10 @@ fn fault_after(done: usize) -> io::Result<()> {
 pub fn execute(root: &Root, plan: &Plan) -> Result<(), ApplyError> {
     let txn = txn_dir(root)?;
     let hosts: Vec<PathBuf> = plan.steps.iter().map(|s| s.host.clone()).collect();
-    std::fs::create_dir_all(&txn.dir).map_err(|source| ApplyError::Journal {
+    let journal = txn.begin(&hosts).map_err(|source| ApplyError::Record {
         dir: txn.dir.display().to_string(),
         source,
     })?;
-    let journal = txn
-        .begin(root.base(), &hosts)
-        .map_err(|source| ApplyError::Journal {
-            dir: txn.dir.display().to_string(),
-            source,
-        })?;
     let mut dirs = BTreeSet::new();
     let mut step = String::from("starting the transaction");
     let result = (|| {
@@ -164,16 +156,17 @@ pub fn execute(root: &Root, plan: &Plan) -> Result<(), ApplyError> {
             fsx::sync_dir(d)?;
         }
         step = "committing".into();
-        txn.commit()
+        txn.commit().map_err(io::Error::other)
     })();
     match result {
         Ok(()) => Ok(()),
-        Err(source) => match txn.rollback(root.base(), &journal) {
+        // The journal this process just wrote: its own links are trusted.
+        Err(source) => match txn.rollback(&journal, false) {
             Ok(_) => Err(ApplyError::Step { step, source }),
             Err(rollback) => Err(ApplyError::RollbackFailed {
                 step,
                 source,
-                rollback,
+                rollback: Box::new(rollback),
                 journal: txn.journal().display().to_string(),
             }),
         },

@@ -508,10 +508,10 @@ impl<'a> Step<'a> {
             Source::Member(i) => self.bundle.packages[*i].file.path().to_path_buf(),
             Source::Url(url) => {
                 let sha = d.sha256.clone().unwrap_or_default();
-                let cache = self.cache_dir()?;
-                std::fs::create_dir_all(&cache).map_err(|e| {
-                    PackageError::Cache(format!("creating {}: {e}", cache.display()))
-                })?;
+                let cache = self
+                    .root
+                    .ensure_own_dir(self.root.cache_dir(), crate::layout::STATE_MODE)
+                    .map_err(|e| PackageError::Cache(format!("creating the cache: {e}")))?;
                 match &d.cached {
                     Some(c) if fetch::sha256_file(c).ok().as_deref() == Some(sha.as_str()) => {
                         c.clone()

@@ -57,11 +57,18 @@ impl Record {
             })
     }
 
-    /// Reads the record; a missing or damaged one reads as none (the service is then
-    /// restarted once, which is safe).
+    /// Reads the record, as untrusted input; a missing or damaged one (not JSON,
+    /// another schema version, more or longer entries than vmagent writes) reads as none
+    /// (the service is then restarted once, which is safe).
     pub fn load(path: &Path) -> Option<Record> {
         let data = crate::fsx::read_file(path, 64 * 1024).ok()??;
-        serde_json::from_slice(&data).ok()
+        let r: Record = serde_json::from_slice(&data).ok()?;
+        let sane = r.version == 1
+            && r.inputs.len() <= 64
+            && r.inputs
+                .iter()
+                .all(|(k, v)| k.len() <= 256 && v.len() <= 256);
+        sane.then_some(r)
     }
 
     /// Writes the record atomically (root only: it is vmagent's bookkeeping).
@@ -141,4 +148,32 @@ pub fn changed(before: Option<&Record>, now: &Record) -> Vec<String> {
         .filter(|(k, v)| b.inputs.get(*k) != Some(v))
         .map(|(k, _)| k.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_record_vmagent_writes_is_read() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join(FILE);
+        let good = Record {
+            version: 1,
+            inputs: BTreeMap::from([("mesh".to_string(), "absent".to_string())]),
+        };
+        good.store(&p).unwrap();
+        assert_eq!(Record::load(&p), Some(good));
+        for bad in [
+            "nonsense",
+            r#"{"version":2,"inputs":{}}"#,
+            &format!(
+                r#"{{"version":1,"inputs":{{"mesh":"{}"}}}}"#,
+                "a".repeat(300)
+            ),
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            assert_eq!(Record::load(&p), None, "{bad}");
+        }
+    }
 }

@@ -347,6 +347,13 @@ impl Config {
                         p.display()
                     ));
                 }
+                if crate::layout::system_dir(p) {
+                    return Err(format!(
+                        "{key} = '{}' is a system directory other software keeps files in, and `vmagent uninstall --purge` removes vmagent's directories: use a directory of vmagent's own, such as {}",
+                        p.display(),
+                        if key.ends_with("cache_dir") { "/var/cache/vmagent" } else { "/var/lib/vmagent" }
+                    ));
+                }
             }
         }
         if self.source.poll_interval_secs == 0
@@ -509,6 +516,18 @@ mod tests {
         let located = c.locate(r);
         assert_eq!(located.state_dir(), Path::new("/srv/vmagent/state"));
         assert_eq!(located.cache_dir(), Path::new("/srv/vmagent/cache"));
+    }
+
+    #[test]
+    fn system_directories_are_refused_with_the_file_and_key() {
+        for key in ["state_dir", "cache_dir"] {
+            let toml = format!("[paths]\n{key} = \"/var/lib\"\n");
+            let (_t, r) = root_with(&[("/etc/vmagent/config.toml", &toml)]);
+            let e = Config::load(&r).unwrap_err();
+            assert!(e.path.ends_with("etc/vmagent/config.toml"), "{e}");
+            let want = format!("paths.{key} = '/var/lib' is a system directory");
+            assert!(e.reason.contains(&want), "{e}");
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! postinst chowns that directory to istio-proxy, so vmagent re-asserts it after every
 //! install. Evidence: README.md, "Design notes".
 
+use std::path::{Path, PathBuf};
+
 use crate::bundle::Member;
 
 /// Who owns a path.
@@ -208,9 +210,57 @@ pub fn file_for(member: Member) -> Option<&'static FileSpec> {
     FILES.iter().find(|f| f.member == member)
 }
 
+/// True for `/`, the top-level directories, users' homes, the shared system directories
+/// under them (/var/lib, /var/cache, /usr/local, ...) and anything under /proc, /sys, /dev:
+/// places other software keeps files in, never vmagent's own `[paths]`.
+pub fn system_dir(p: &Path) -> bool {
+    // Shared directories below the top level (those are all refused).
+    const SHARED: &str = "\
+        /etc/vmagent /etc/systemd /run/lock /run/user /run/systemd /usr/bin \
+        /usr/include /usr/lib /usr/lib32 /usr/lib64 /usr/libexec /usr/local \
+        /usr/local/bin /usr/local/lib /usr/local/sbin /usr/local/share /usr/sbin \
+        /usr/share /usr/src /var/backups /var/cache /var/lib /var/local /var/lock \
+        /var/log /var/mail /var/opt /var/run /var/spool /var/tmp /var/lib/dpkg \
+        /var/lib/rpm /var/lib/istio /var/lib/systemd /var/cache/apt /var/cache/dnf \
+        /var/cache/yum";
+    // Relative, without the root and any `.`: `var/lib`.
+    let plain: PathBuf = p
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect();
+    let top = plain
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_string_lossy());
+    let top = top.as_deref().unwrap_or("");
+    match plain.components().count() {
+        0 | 1 => true,
+        2 if top == "home" => true,
+        _ => {
+            ["proc", "sys", "dev"].contains(&top)
+                || SHARED
+                    .split_ascii_whitespace()
+                    .any(|s| Path::new(s.trim_start_matches('/')) == plain)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_system_directories_are_recognised() {
+        let bad =
+            "/ /var/lib /var/cache/ /var /tmp /etc /home /root /run /usr/local /var/lib/dpkg \
+            /proc/self /home/admin /var/./lib";
+        for bad in bad.split_ascii_whitespace() {
+            assert!(system_dir(Path::new(bad)), "{bad}");
+        }
+        for good in "/var/lib/vmagent /srv/vmagent/state /opt/vmagent/cache".split(' ') {
+            assert!(!system_dir(Path::new(good)), "{good}");
+        }
+    }
 
     #[test]
     fn every_member_has_one_destination() {

@@ -287,18 +287,22 @@ pub fn apply(
         warnings.extend(problem);
         m
     });
+    // Which of vmagent's own directories it makes (purge removes only those whole).
+    let missing = crate::pristine::missing_dirs(&root, &[root.state_dir(), root.cache_dir()]);
     let state_dir = apply::state_dir(&root)?;
     let lock = lock::acquire(&state_dir.join("lock"), opts.lock_timeout, waiting)?;
     let recovered = apply::recover(&root)?;
+    note_dirs(&root, &missing)?;
     // What the destinations held before vmagent touched anything, for uninstall: taken
     // before the package step, whose postinst may create some of them (an empty mesh).
     if installs {
-        capture_originals(&root, &first)?;
+        capture_originals(&root, &first, true)?;
     }
     let installed_with = match (&step, &decision) {
         (Some(s), Some(d)) => s.execute(d)?,
         _ => None,
     };
+    note_dirs(&root, &missing).map_err(|e| after_package(e, &installed_with))?;
     let plan = plan::plan(
         &root,
         &bundle,
@@ -318,8 +322,15 @@ pub fn apply(
         tracing::info!(command = %cmd, "istio-sidecar package installed");
     }
     if !plan.is_empty() {
-        capture_originals(&root, &plan).map_err(|e| after_package(e, &installed_with))?;
+        // Retaken only if no package step ran since the first capture.
+        capture_originals(&root, &plan, !installs)
+            .map_err(|e| after_package(e, &installed_with))?;
         apply::execute(&root, &plan).map_err(|e| after_package(e.into(), &installed_with))?;
+        // Only now are the written paths vmagent's (a rolled-back write never was). The
+        // apply stands if this fails: uninstall then leaves these files (never loses one).
+        if let Err(e) = crate::pristine::commit(&root, &plan) {
+            tracing::warn!(error = %e, "cannot record the committed writes in {}/{}; `vmagent uninstall` will leave this apply's files in place", root.state_dir().display(), crate::pristine::DIR);
+        }
         tracing::info!(actions = plan.steps.len(), root = %root.base().display(), "bundle applied");
     }
     let dns_changed = plan.steps.iter().any(|s| {
@@ -449,28 +460,23 @@ fn watch(
     }
 }
 
-/// Records (once per path) what the member destinations of `plan` hold now, so
-/// `vmagent uninstall` can put it back.
-fn capture_originals(root: &Root, plan: &Plan) -> Result<(), RunError> {
-    let writes: Vec<&str> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match &s.action {
-            crate::plan::Action::WriteFile {
-                path,
-                what: crate::plan::What::Member(_),
-                ..
-            } => Some(path.as_str()),
-            _ => None,
-        })
-        .collect();
-    crate::pristine::capture(root, &writes).map_err(|source| {
-        apply::ApplyError::Journal {
-            dir: format!("{}/{}", root.state_dir().display(), crate::pristine::DIR),
-            source,
-        }
-        .into()
-    })
+/// Records (once per path) what the destinations of `plan` hold now, so `vmagent
+/// uninstall` can put it back; `refresh` retakes entries never committed.
+fn capture_originals(root: &Root, plan: &Plan, refresh: bool) -> Result<(), RunError> {
+    crate::pristine::capture(root, plan, refresh).map_err(|e| pristine_err(root, e))
+}
+
+/// Records which of `missing` vmagent has made by now.
+fn note_dirs(root: &Root, missing: &[String]) -> Result<(), RunError> {
+    crate::pristine::note_dirs(root, missing).map_err(|e| pristine_err(root, e))
+}
+
+fn pristine_err(root: &Root, source: std::io::Error) -> RunError {
+    apply::ApplyError::Journal {
+        dir: format!("{}/{}", root.state_dir().display(), crate::pristine::DIR),
+        source,
+    }
+    .into()
 }
 
 /// A failure after the package was installed says so: the package is not rolled back.

@@ -1,14 +1,17 @@
 //! `vmagent uninstall`: stop and disable istio, remove the sidecar package, the managed
-//! hosts block and the installed files (files that existed before vmagent first wrote
-//! them are put back as they were), and vmagent's bookkeeping; `--purge` also removes
-//! the state and cache directories and the status file. Idempotent: a second run finds
+//! hosts block (adopted lines back in place) and the installed files vmagent committed a
+//! write to (what was there before, a file or a link, is put back as it was), and
+//! vmagent's bookkeeping; `--purge` also removes the status file and the state and cache
+//! directories vmagent made (see [`crate::pristine`]). Idempotent: a second run finds
 //! nothing to do.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::apply::lock;
-use crate::fsx;
+use crate::fsx::{self, Kind};
+use crate::hosts::{self, Restore};
 use crate::layout;
 use crate::package;
 use crate::pristine;
@@ -67,13 +70,251 @@ fn purge_leftovers(root: &Root, dry_run: bool, steps: &mut Vec<String>) -> Resul
     Ok(())
 }
 
+/// Step 3: vmagent's block out of /etc/hosts, the lines apply adopted into it back where
+/// they were, the final newline (or its absence) as it was; a file vmagent created goes
+/// again when nothing else is in it.
+fn hosts_step(
+    root: &Root,
+    record: &pristine::Record,
+    dry_run: bool,
+    steps: &mut Vec<String>,
+) -> Result<(), RunError> {
+    let sys = layout::HOSTS;
+    let host = root.resolve_parent(Path::new(sys))?;
+    // apply's own limit: a file apply accepted is never refused on the way out.
+    let Some(data) = fsx::read_file(&host, crate::plan::READ_LIMIT).map_err(|e| io_err(sys, e))?
+    else {
+        return Ok(());
+    };
+    let original = record.hosts_original();
+    let restored = hosts::restore(&data, &original).map_err(|e| {
+        io_err(
+            &format!("{sys}: damaged managed block"),
+            format!("{e}; fix or remove the vmagent-managed block by hand, then re-run"),
+        )
+    })?;
+    let adopted: usize = original.adopted.iter().map(Vec::len).sum();
+    let back = match adopted {
+        0 => String::new(),
+        n => format!(", {n} adopted line(s) put back where they were"),
+    };
+    let new = match restored {
+        None => return Ok(()),
+        Some(Restore::Remove) => {
+            steps.push(format!(
+                "remove {sys} (vmagent created it and nothing else is in it)"
+            ));
+            if !dry_run {
+                fsx::remove_if_exists(&host).map_err(|e| io_err(sys, e))?;
+            }
+            return Ok(());
+        }
+        Some(Restore::Write(new)) => {
+            steps.push(format!("remove vmagent's block from {sys}{back}"));
+            new
+        }
+        Some(Restore::Keep(new)) => {
+            steps.push(format!("remove vmagent's block from {sys}{back}; the file stays: vmagent created it, but lines were added to it since"));
+            new
+        }
+    };
+    if !dry_run {
+        let m = fsx::meta(&host).map_err(|e| io_err(sys, e))?;
+        let (mode, owner) = m.map_or((0o644, None), |m| (m.mode, Some((m.uid, m.gid))));
+        fsx::write_atomic(&host, &new, mode, owner).map_err(|e| io_err(sys, e))?;
+    }
+    Ok(())
+}
+
+/// Step 4 for one installed file vmagent committed a write to: the original back (a
+/// link as a link; content, mode and owner), or the file removed if vmagent created it.
+fn file_step(
+    root: &Root,
+    sys: &str,
+    o: &pristine::Original,
+    dry_run: bool,
+    steps: &mut Vec<String>,
+) -> Result<(), RunError> {
+    // The final component is never followed: a link is restored or removed itself.
+    let host = root.resolve_parent(Path::new(sys))?;
+    let now = fsx::meta(&host).map_err(|e| io_err(sys, e))?;
+    if !o.existed {
+        if now.is_some() {
+            steps.push(format!("remove {sys}"));
+            if !dry_run {
+                fsx::remove_if_exists(&host).map_err(|e| io_err(sys, e))?;
+            }
+        }
+        return Ok(());
+    }
+    if let Some(target) = &o.link {
+        let same = now.is_some_and(|m| m.kind == Kind::Symlink)
+            && std::fs::read_link(&host).is_ok_and(|t| t.as_os_str().as_bytes() == &target[..]);
+        if !same {
+            steps.push(format!("restore {sys} (the symlink it was before vmagent)"));
+            if !dry_run {
+                pristine::restore_link(&host, target).map_err(|e| io_err(sys, e))?;
+            }
+        }
+        return Ok(());
+    }
+    let copy = pristine::copy_path(root, sys).map_err(|e| io_err(sys, e))?;
+    let Some(data) = fsx::read_file(&copy, crate::plan::READ_LIMIT).map_err(|e| io_err(sys, e))?
+    else {
+        return Ok(());
+    };
+    let same_meta = now
+        .is_some_and(|m| m.kind == Kind::File && (m.mode, m.uid, m.gid) == (o.mode, o.uid, o.gid));
+    let cur = fsx::read_file(&host, crate::plan::READ_LIMIT)
+        .ok()
+        .flatten();
+    if !same_meta || cur.as_deref() != Some(&data[..]) {
+        steps.push(format!("restore {sys} (as it was before vmagent)"));
+        if !dry_run {
+            fsx::write_atomic(&host, &data, o.mode, Some((o.uid, o.gid)))
+                .map_err(|e| io_err(sys, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// An entry vmagent keeps in its state directory (or its atomic-write temp name).
+fn state_entry(name: &str) -> bool {
+    [
+        "lock",
+        crate::daemon::LOCK,
+        "txn",
+        pristine::DIR,
+        crate::state::FILE,
+        service::inputs::FILE,
+        crate::daemon::store::DIR,
+    ]
+    .iter()
+    .any(|n| name == *n || name == format!(".{n}.vmagent-tmp"))
+}
+
+/// A package vmagent downloaded into its cache (`<sha256>.deb`), or a partial one.
+fn cache_entry(name: &str) -> bool {
+    match name.strip_prefix(".partial-") {
+        Some(sha) => crate::config::is_sha256(sha),
+        None => name.rsplit_once('.').is_some_and(|(sha, ext)| {
+            crate::config::is_sha256(sha) && ["deb", "rpm"].contains(&ext)
+        }),
+    }
+}
+
+/// `--purge` of vmagent's own directories, by the record of what vmagent made: a state
+/// or cache directory vmagent created (or the default, named for vmagent) goes whole;
+/// one it did not (configured to an existing directory) keeps everything but vmagent's
+/// own entries; parents vmagent made go when nothing else is left in them.
+fn purge_own_dirs(
+    root: &Root,
+    record: &pristine::Record,
+    dry_run: bool,
+    steps: &mut Vec<String>,
+) -> Result<(), RunError> {
+    type Ours = fn(&str) -> bool;
+    let own: [(PathBuf, &str, Ours); 3] = [
+        (
+            root.cache_dir().to_path_buf(),
+            layout::CACHE_DIR,
+            cache_entry,
+        ),
+        (
+            PathBuf::from(crate::status::DIR),
+            crate::status::DIR,
+            |_| true,
+        ),
+        (
+            root.state_dir().to_path_buf(),
+            layout::STATE_DIR,
+            state_entry,
+        ),
+    ];
+    // Host paths removed (or, dry run, to be): a parent holding only these is empty.
+    let mut gone: Vec<PathBuf> = Vec::new();
+    for (sys, default, ours) in &own {
+        let name = sys.display().to_string();
+        let host = root.resolve(sys)?;
+        if !fsx::meta(&host)
+            .map_err(|e| io_err(&name, e))?
+            .is_some_and(|m| m.kind == Kind::Dir)
+        {
+            continue;
+        }
+        let whole =
+            (sys == Path::new(default) || record.dirs.contains(&name)) && !layout::system_dir(sys);
+        if whole {
+            steps.push(format!("remove {name} (purge)"));
+            if !dry_run {
+                std::fs::remove_dir_all(&host).map_err(|e| io_err(&name, e))?;
+            }
+            gone.push(host);
+            continue;
+        }
+        let entries: Vec<PathBuf> = std::fs::read_dir(&host)
+            .map_err(|e| io_err(&name, e))?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_str().is_some_and(ours))
+            .map(|e| e.path())
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        steps.push(format!(
+            "remove vmagent's files from {name} (purge; the directory itself was not made by vmagent and stays)"
+        ));
+        if !dry_run {
+            for e in &entries {
+                let r = match fsx::meta(e) {
+                    Ok(Some(m)) if m.kind == Kind::Dir => std::fs::remove_dir_all(e),
+                    _ => fsx::remove_if_exists(e),
+                };
+                r.map_err(|err| io_err(&name, err))?;
+            }
+        }
+    }
+    // Deepest first, so a parent is looked at after its children went.
+    let mut parents: Vec<&String> = record
+        .dirs
+        .iter()
+        .filter(|d| own.iter().all(|(sys, _, _)| Path::new(d.as_str()) != sys))
+        .collect();
+    parents.sort_by_key(|d| std::cmp::Reverse(Path::new(d.as_str()).components().count()));
+    for d in parents {
+        let host = root.resolve(Path::new(d.as_str()))?;
+        let Ok(rd) = std::fs::read_dir(&host) else {
+            continue;
+        };
+        let empty = rd.filter_map(Result::ok).all(|e| gone.contains(&e.path()));
+        if empty {
+            steps.push(format!(
+                "remove {d} (purge: vmagent made it, nothing else is in it)"
+            ));
+            if !dry_run {
+                std::fs::remove_dir(&host).map_err(|e| io_err(d, e))?;
+            }
+            gone.push(host);
+        }
+    }
+    Ok(())
+}
+
 /// Runs the uninstall; returns the steps done (or, dry run, to do), one line each.
 pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
     let (root, bad_config) = crate::config::Config::locate_lenient(Root::new(&opts.root)?);
-    if let Some(e) = bad_config {
-        tracing::warn!("{e}; using the default state and cache directories");
-    }
     let mut steps = Vec::new();
+    if let Some(e) = bad_config {
+        // Shown with the steps: the terminal's log level hides warnings, and a refused
+        // `[paths]` means vmagent's records were looked for in the default places.
+        let w = format!(
+            "warning: {e}; went by the default directories {} and {} instead",
+            root.state_dir().display(),
+            root.cache_dir().display()
+        );
+        tracing::warn!("{w}");
+        steps.push(w);
+    }
     let state = root.resolve(root.state_dir())?;
     // Uninstalling under a running daemon would be undone by its next reconcile.
     let daemon_lock = state.join(crate::daemon::LOCK);
@@ -130,59 +371,22 @@ pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
             }
         }
     }
-    // 3. The hosts block.
-    let hosts = root.resolve(Path::new(layout::HOSTS))?;
-    if let Some(data) = fsx::read_file(&hosts, 1 << 20).map_err(|e| io_err(layout::HOSTS, e))? {
-        let stripped = crate::hosts::without_block(&data)
-            .map_err(|e| io_err(&format!("{}: damaged managed block", layout::HOSTS), e))?;
-        if let Some(new) = stripped {
-            steps.push(format!("remove vmagent's block from {}", layout::HOSTS));
-            if !opts.dry_run {
-                let m = fsx::meta(&hosts).map_err(|e| io_err(layout::HOSTS, e))?;
-                let (mode, owner) = m.map_or((0o644, None), |m| (m.mode, Some((m.uid, m.gid))));
-                fsx::write_atomic(&hosts, &new, mode, owner)
-                    .map_err(|e| io_err(layout::HOSTS, e))?;
-            }
-        }
-    }
-    // 4. Installed files: put back what was there, remove what vmagent created.
+    // What vmagent wrote and what was there before, read before anything goes.
     let record = pristine::Record::load(&root);
-    // Without a record, a file is vmagent's only if vmagent's state says it applied
-    // here (an apply from before the record existed); otherwise it is not ours to touch.
-    let applied_here = state.join(crate::state::FILE).exists();
+    // 3. The hosts block: out, with the lines it adopted back in place.
+    hosts_step(&root, &record, opts.dry_run, &mut steps)?;
+    // 4. Installed files: put back what was there, remove what vmagent created. Only a
+    // path an apply committed a write to is vmagent's: the proxy's own certificates, a
+    // file copied in after a rolled-back apply, anything without a record stays.
     let mut files: Vec<&str> = layout::FILES.iter().map(|f| f.path).collect();
     files.extend(layout::PROXY_CERTS);
     files.sort_unstable();
     files.dedup();
     for sys in files {
-        let host = root.resolve(Path::new(sys))?;
-        match record.files.get(sys) {
-            Some(o) if o.existed => {
-                let copy = pristine::copy_path(&root, sys).map_err(|e| io_err(sys, e))?;
-                let Some(data) = fsx::read_file(&copy, 1 << 20).map_err(|e| io_err(sys, e))? else {
-                    continue;
-                };
-                let now = fsx::read_file(&host, 1 << 20).ok().flatten();
-                if now.as_deref() != Some(&data[..]) {
-                    steps.push(format!("restore {sys} (as it was before vmagent)"));
-                    if !opts.dry_run {
-                        fsx::write_atomic(&host, &data, o.mode, Some((o.uid, o.gid)))
-                            .map_err(|e| io_err(sys, e))?;
-                    }
-                }
-            }
-            Some(_) | None => {
-                if !record.files.contains_key(sys) && !applied_here {
-                    continue;
-                }
-                if fsx::meta(&host).map_err(|e| io_err(sys, e))?.is_some() {
-                    steps.push(format!("remove {sys}"));
-                    if !opts.dry_run {
-                        fsx::remove_if_exists(&host).map_err(|e| io_err(sys, e))?;
-                    }
-                }
-            }
-        }
+        let Some(o) = record.files.get(sys).filter(|o| o.committed) else {
+            continue;
+        };
+        file_step(&root, sys, o, opts.dry_run, &mut steps)?;
     }
     // 5. vmagent's own records of what it applied (the next apply starts afresh).
     for name in [crate::state::FILE, service::inputs::FILE] {
@@ -192,6 +396,18 @@ pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
             if !opts.dry_run {
                 fsx::remove_if_exists(&p).map_err(|e| io_err(name, e))?;
             }
+        }
+    }
+    // The pristine record last: everything it describes has been put back, and the
+    // next apply records the machine afresh (adopted lines would be restored twice).
+    if !record.files.is_empty() || record.hosts.is_some() {
+        steps.push(format!(
+            "forget the originals in {}/{} (all put back)",
+            root.state_dir().display(),
+            pristine::DIR
+        ));
+        if !opts.dry_run {
+            pristine::forget(&root, &record).map_err(|e| io_err(pristine::DIR, e))?;
         }
     }
     // 6. --purge: what the package's postinst made and its removal leaves (directories,
@@ -212,24 +428,7 @@ pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
         }
     }
     if opts.purge {
-        let (cache, state) = (
-            root.cache_dir().to_path_buf(),
-            root.state_dir().to_path_buf(),
-        );
-        for sys in [
-            cache.as_path(),
-            Path::new(crate::status::DIR),
-            state.as_path(),
-        ] {
-            let sys = sys.display().to_string();
-            let p = root.resolve(Path::new(&sys))?;
-            if p.exists() {
-                steps.push(format!("remove {sys} (purge)"));
-                if !opts.dry_run {
-                    std::fs::remove_dir_all(&p).map_err(|e| io_err(&sys, e))?;
-                }
-            }
-        }
+        purge_own_dirs(&root, &record, opts.dry_run, &mut steps)?;
     }
     Ok(steps)
 }

@@ -205,3 +205,41 @@ fn dry_run_changes_nothing_and_purge_removes_state() {
     assert!(stdout(&o).contains("nothing to uninstall"), "{}", show(&o));
     assert!(root.at("/etc/certs/root-cert.pem").exists());
 }
+
+/// Issue 12 finding 6: a config naming a shared system directory as the state or cache
+/// dir (written before vmagent refused such values) must not make `--purge` delete it:
+/// the config is refused, uninstall goes by the defaults and says so, and dpkg's
+/// database stays.
+#[test]
+fn purge_never_deletes_a_shared_directory_named_in_the_config() {
+    let (_w, root, fake) = onboarded();
+    fs::create_dir_all(root.at("/etc/vmagent")).unwrap();
+    fs::write(
+        root.at("/etc/vmagent/config.toml"),
+        "[paths]\nstate_dir = \"/var/lib\"\ncache_dir = \"/var/cache\"\n",
+    )
+    .unwrap();
+    fs::create_dir_all(root.at("/var/cache/apt")).unwrap();
+    fs::write(root.at("/var/cache/apt/pkgcache.bin"), "apt's").unwrap();
+    let o = code(uninstall(&fake, root.path(), &["--purge"]), 0, "purge");
+    assert!(
+        stdout(&o).contains("warning: config file")
+            && stdout(&o).contains("paths.state_dir")
+            && stdout(&o).contains("system directory"),
+        "{}",
+        show(&o)
+    );
+    let status = fs::read_to_string(root.at("/var/lib/dpkg/status")).unwrap_or_default();
+    assert!(
+        status.contains("Package: "),
+        "dpkg status gone\n{}",
+        show(&o)
+    );
+    assert!(!status.contains("Package: istio-sidecar"), "{status}");
+    assert!(
+        root.at("/var/cache/apt/pkgcache.bin").exists(),
+        "{}",
+        show(&o)
+    );
+    assert!(!root.at("/var/lib/vmagent").exists(), "{}", show(&o));
+}

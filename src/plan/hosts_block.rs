@@ -45,8 +45,8 @@ impl Planner<'_> {
         if old.as_deref() == Some(merged.content.as_slice()) {
             return Ok(());
         }
-        for (n, line) in &merged.adopted {
-            self.plan.notes.push(format!("{sys} line {n} ('{line}') already has a bundle entry: moved into the managed block instead of adding it twice"));
+        for a in &merged.adopted {
+            self.plan.notes.push(format!("{sys} line {} ('{}') already has a bundle entry: moved into the managed block instead of adding it twice (uninstall puts it back)", a.line, a.text.trim_end()));
         }
         // Keep the file's own mode and owner; a new file gets the usual 0644 root.
         let (mode, owner) = match meta {

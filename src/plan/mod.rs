@@ -16,8 +16,10 @@ use crate::layout::{self, Owner};
 use crate::root::{Root, RootError};
 use crate::state::{self, State};
 
-/// Largest existing file vmagent reads to compare (installed files are small).
-const READ_LIMIT: u64 = 16 << 20;
+/// Largest existing file vmagent reads to compare (installed files are small). Uninstall
+/// and the pristine record use the same limit, so a file apply accepted is never refused
+/// on the way out.
+pub const READ_LIMIT: u64 = 16 << 20;
 
 /// Why no plan could be made. Nothing has been written when this is returned.
 #[derive(Debug, Error)]
@@ -127,7 +129,7 @@ pub enum What {
     /// /etc/hosts with the managed block.
     Hosts {
         /// Lines adopted from outside the block.
-        adopted: Vec<(usize, String)>,
+        adopted: Vec<crate::hosts::Adopted>,
     },
     /// vmagent's state record.
     State,

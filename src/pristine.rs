@@ -352,8 +352,11 @@ pub fn missing_dirs(root: &Root, dirs: &[&Path]) -> Vec<String> {
 /// Records which of `missing` (from [`missing_dirs`]) exist now: vmagent made them.
 /// Call it under the apply lock, once the state directory exists.
 pub fn note_dirs(root: &Root, missing: &[String]) -> std::io::Result<()> {
+    // A system directory (/var/lib on a bare root) is never recorded: purge must not
+    // remove it whole, whoever made it.
     let made: Vec<&String> = missing
         .iter()
+        .filter(|s| plausible_dir(s))
         .filter(|s| {
             root.resolve(Path::new(s.as_str()))
                 .is_ok_and(|h| matches!(fsx::meta(&h), Ok(Some(m)) if m.kind == fsx::Kind::Dir))

@@ -1,4 +1,4 @@
-//! Low-level file operations on host paths (already resolved through [`crate::root::Root`]).
+//! Low-level file operations on host paths (already resolved through the root resolver).
 //!
 //! Every write is atomic: a temp file with a fixed name in the destination directory,
 //! owner and mode set on the open descriptor (never create-then-chown by path), fsync,

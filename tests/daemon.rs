@@ -656,7 +656,8 @@ fn read_request(mut s: TcpStream) -> Option<Posted> {
     })
 }
 
-/// A port on 127.0.0.1 nothing listens on.
+/// A port nothing listens on, for 127.0.0.2: no test server binds there, so a port a
+/// parallel test is handed on 127.0.0.1 never answers.
 fn dead_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
@@ -1382,7 +1383,7 @@ fn dead_report_url_does_not_stop_the_daemon() {
     let vm = Vm::with(
         "ready",
         &Conf {
-            report_url: Some(format!("http://127.0.0.1:{}/report", dead_port())),
+            report_url: Some(format!("http://127.0.0.2:{}/report", dead_port())),
             ..Conf::default()
         },
     );

@@ -800,11 +800,13 @@ fn server_error_forever_gives_up_after_the_configured_attempts() {
 #[test]
 fn connection_refused_exit_5_in_bounded_time() {
     let c = case();
+    // A port a server just gave up on 127.0.0.1 may be handed to a test running in
+    // parallel; on 127.0.0.2 (loopback too) no test server ever listens, so it is refused.
     let port = {
         let gone = Server::http();
         gone.port()
     };
-    let url = format!("http://127.0.0.1:{port}{PKG}");
+    let url = format!("http://127.0.0.2:{port}{PKG}");
     let r = c.apply(&["--package", &url, "--package-sha256", &deb().sha]);
     r.code(5);
     assert!(r.took < Duration::from_secs(10), "{}", r.show());

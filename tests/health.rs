@@ -983,7 +983,8 @@ fn prober_answers() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let url = format!("http://127.0.0.1:{port}/healthz/ready");
+    // 127.0.0.2: no test server binds there, whatever port a parallel test gets.
+    let url = format!("http://127.0.0.2:{port}/healthz/ready");
     match Prober::new(&url).probe() {
         Probe::Down(why) => assert!(!why.is_empty()),
         p => panic!("nothing listens on {url}, got {p:?}"),

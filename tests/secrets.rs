@@ -275,6 +275,8 @@ fn no_secret_reaches_output_logs_status_or_world_readable_files() {
     let package_url = srv.url(&format!(
         "/pkg/istio-sidecar.deb?X-Amz-Credential={PACKAGE_CREDENTIAL}&X-Amz-Signature={PACKAGE_SIGNATURE}"
     ));
+    // Nothing listens there: on 127.0.0.2, where no test server binds, so a port another
+    // test is handed meanwhile never answers this daemon's probes.
     let ready = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -286,7 +288,7 @@ fn no_secret_reaches_output_logs_status_or_world_readable_files() {
         format!(
             "[source]\nbundle = \"{bundle_url}\"\nca_file = \"/etc/vmagent/test-ca.pem\"\npoll_interval_secs = 1\nheaders = {{ Authorization = \"Bearer {HEADER_VALUE}\" }}\n\n\
              [daemon]\ndrift_interval_secs = 3600\nprobe_interval_secs = 1\n\n\
-             [health]\nready_url = \"http://127.0.0.1:{ready}/healthz/ready\"\nreport_url = \"{report_url}\"\n"
+             [health]\nready_url = \"http://127.0.0.2:{ready}/healthz/ready\"\nreport_url = \"{report_url}\"\n"
         ),
     )
     .unwrap();

@@ -1,4 +1,5 @@
-//! Unit tests of the configuration: drop-ins, validation, `config show`.
+//! Unit tests of the configuration: drop-ins, validation, `config show`; compiled only
+//! under `#[cfg(test)]` (the parent declares the module so).
 
 use super::*;
 

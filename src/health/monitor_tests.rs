@@ -1,4 +1,5 @@
-//! Unit tests of the monitor (a separate file: monitor.rs stays short).
+//! Unit tests of the monitor (a separate file: monitor.rs stays short), compiled only
+//! under `#[cfg(test)]` (the parent declares the module so).
 
 use super::*;
 use std::io::Write;

@@ -290,6 +290,69 @@ fn bind_mounted_hosts_is_applied_rolled_back_and_stays_usable() {
 }
 
 #[test]
+fn bind_mounted_hosts_on_a_full_file_system_is_refused_before_anything_changes() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (a, _) = bundles(t.path());
+    let r = TestRoot::new();
+    let small = t.path().join("small");
+    fs::create_dir_all(&small).expect("mkdir");
+    let Some(_fs) = Mount::new(&["-t", "tmpfs", "-o", "size=1m", "tmpfs"], &small) else {
+        return;
+    };
+    let outside = small.join("hosts");
+    fs::copy(r.at("/etc/hosts"), &outside).expect("copy hosts");
+    let Some(_m) = Mount::new(
+        &["--bind", outside.to_str().expect("utf-8")],
+        &r.at("/etc/hosts"),
+    ) else {
+        return;
+    };
+    ok(apply(&r, &a, None), "apply A");
+    // Lines outside the managed block bring the file to just under one 4 KiB block, so
+    // B's longer block needs one more on the full file system.
+    let mut pad = fs::OpenOptions::new()
+        .append(true)
+        .open(&outside)
+        .expect("open hosts");
+    let size = fs::metadata(&outside).expect("stat").len() as usize;
+    let line = format!("# {}\n", "x".repeat(60));
+    let room = 4090usize.saturating_sub(size);
+    for _ in 0..room / line.len() {
+        pad.write_all(line.as_bytes()).expect("pad");
+    }
+    drop(pad);
+    let b = Spec::example()
+        .set("hosts", {
+            let mut h = String::from("192.0.2.11 istiod.istio-system.svc\n");
+            for n in 0..4 {
+                h.push_str(&format!(
+                    "192.0.2.{} svc-{n}.vm-ns.svc.cluster.local\n",
+                    30 + n
+                ));
+            }
+            h
+        })
+        .write_tar(&t.path().join("b"));
+    let old = dests(&r);
+    let filler = fill(&small);
+    let before = outside_state(&r);
+    let o = code(apply(&r, &b, None), 1, "B with the hosts file system full");
+    let err = stderr(&o);
+    assert!(
+        err.contains("/etc/hosts") && err.contains("nothing was changed"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(dests(&r), old);
+    assert_same(&before, &outside_state(&r), "full hosts file system");
+    fs::remove_file(filler).expect("rm filler");
+    ok(apply(&r, &b, None), "B once there is room");
+    assert!(fs::read_to_string(&outside)
+        .expect("hosts")
+        .contains("svc-3.vm-ns"));
+}
+
+#[test]
 fn full_file_system_refuses_before_anything_changes() {
     // The new files' file system (cluster.env and mesh live in /var/lib/istio), then the
     // state dir's (the backups).

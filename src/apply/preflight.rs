@@ -63,6 +63,14 @@ pub fn footprint(len: u64) -> u64 {
     len.div_ceil(BLOCK).saturating_add(1).saturating_mul(BLOCK)
 }
 
+/// Bytes an in-place rewrite to `len` bytes needs beyond the `allocated` bytes the file
+/// already holds (whole blocks; nothing when it shrinks or stays within them).
+pub fn in_place_need(len: u64, allocated: u64) -> u64 {
+    len.div_ceil(BLOCK)
+        .saturating_mul(BLOCK)
+        .saturating_sub(allocated)
+}
+
 /// Sums `demands` per file system and returns the first that does not fit in `free`,
 /// as (file system, bytes needed, bytes free). A file system missing from `free` is
 /// taken to have no space.
@@ -174,6 +182,16 @@ pub fn check(plan: &Plan, txn: &Path, state_sys: &Path) -> Result<(), Blocked> {
         };
         if bytes > 0 {
             add(parent, sys, bytes)?;
+            // A file mounted over the destination (bind-mounted /etc/hosts) lives on
+            // another file system, where its content is then replaced in place.
+            if let Action::WriteFile { content, .. } = &step.action {
+                let (_, there) = existing(host)?;
+                let (_, dir) = existing(parent)?;
+                if there.is_file() && there.dev() != dir.dev() {
+                    let more = in_place_need(content.len() as u64, there.blocks() * 512);
+                    add(host, sys, more)?;
+                }
+            }
         }
         // A rename into (or an unlink from) the directory needs it writable.
         if !matches!(step.action, Action::SetMeta { .. }) {
@@ -218,6 +236,15 @@ mod tests {
         assert_eq!(footprint(4097), 12288);
         // Saturates: never wraps to a small need.
         assert_eq!(footprint(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn in_place_needs_only_the_blocks_it_grows_by() {
+        assert_eq!(in_place_need(100, 4096), 0);
+        assert_eq!(in_place_need(4096, 4096), 0);
+        assert_eq!(in_place_need(4097, 4096), 4096);
+        assert_eq!(in_place_need(10, 0), 4096);
+        assert_eq!(in_place_need(0, 0), 0);
     }
 
     #[test]

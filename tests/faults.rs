@@ -499,3 +499,76 @@ fn immutable_destination_is_refused_up_front_and_reported_by_rollback() {
     ok(recover(&r), "recover once the flag is gone");
     assert_eq!(dests(&r), old);
 }
+
+#[test]
+fn read_only_destination_is_refused_before_anything_changes() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (a, b) = bundles(t.path());
+    let r = TestRoot::new();
+    ok(apply(&r, &a, None), "apply A");
+    let old = dests(&r);
+    let tokens = r.at("/var/run/secrets/tokens");
+    let dir = tokens.to_str().expect("utf-8");
+    let Some(_m) = Mount::new(&["--bind", dir], &tokens) else {
+        return;
+    };
+    // Remounting changes the bind mount above; `_m` still unmounts it.
+    let ro = Command::new("mount")
+        .args(["-o", "remount,bind,ro"])
+        .arg(&tokens)
+        .status()
+        .expect("run mount");
+    if !ro.success() {
+        println!("skipped: cannot remount {} read-only", tokens.display());
+        return;
+    }
+    let before = outside_state(&r);
+    let o = code(
+        apply(&r, &b, None),
+        1,
+        "B with the token's directory read-only",
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("/var/run/secrets/tokens/istio-token")
+            && err.contains("read-write")
+            && err.contains("nothing was changed"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(dests(&r), old);
+    assert_same(&before, &outside_state(&r), "read-only token directory");
+}
+
+/// A file system gone read-only under a destination the apply had not reached yet
+/// (killed before its first change) does not stop the rollback: only what differs is
+/// rewritten, and nothing is written (not even a stale temp file removed) where nothing
+/// changed.
+#[test]
+fn rollback_leaves_an_unchanged_read_only_file_alone() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (a, b) = bundles(t.path());
+    let r = TestRoot::new();
+    ok(apply(&r, &a, None), "apply A");
+    let old = dests(&r);
+    let o = apply(&r, &b, Some("abort:0"));
+    assert!(o.status.code().is_none(), "aborted: {}", show(&o));
+    assert!(r.at("/var/lib/vmagent/txn/journal.json").exists());
+    let tokens = r.at("/var/run/secrets/tokens");
+    let Some(_m) = Mount::new(&["--bind", tokens.to_str().expect("utf-8")], &tokens) else {
+        return;
+    };
+    let ro = Command::new("mount")
+        .args(["-o", "remount,bind,ro"])
+        .arg(&tokens)
+        .status()
+        .expect("run mount");
+    if !ro.success() {
+        println!("skipped: cannot remount {} read-only", tokens.display());
+        return;
+    }
+    let o = ok(recover(&r), "recover with the token's directory read-only");
+    assert!(stdout(&o).contains("rolled back"), "{}", show(&o));
+    assert_eq!(dests(&r), old);
+    assert!(!r.at("/var/lib/vmagent/txn/journal.json").exists());
+}

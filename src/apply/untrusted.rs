@@ -216,7 +216,15 @@ fn private_target(root: &Root, sys: &Path, target: &Path) -> Option<String> {
 /// Puts one checked entry back; `Ok(false)` when there was nothing to do.
 pub(super) fn restore(txn: &TxnDir, e: &Entry, host: &Path) -> Result<bool, JournalError> {
     let err = |what| io_err(what, host);
-    fsx::remove_if_exists(&fsx::tmp_path(host)).map_err(err("removing temp file of"))?;
+    // Looked at first: unlink fails on a read-only file system even when nothing is
+    // there, and an entry that needs no undo must not be reported as left.
+    let tmp = fsx::tmp_path(host);
+    if fsx::meta(&tmp)
+        .map_err(err("inspecting temp file of"))?
+        .is_some()
+    {
+        fsx::remove_if_exists(&tmp).map_err(err("removing temp file of"))?;
+    }
     let now = fsx::meta(host).map_err(err("inspecting"))?;
     match &e.prior {
         Prior::Absent => match now.map(|m| m.kind) {

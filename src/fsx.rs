@@ -6,10 +6,17 @@
 //! what an interrupted run left, and is safe because all writers hold the apply lock.
 //! Final components are opened with `O_NOFOLLOW`, so a symlink planted where a file
 //! should be is never written through or read as root.
+//!
+//! One exception to the rename: a destination that is itself a mount point (a
+//! bind-mounted /etc/hosts, as container runtimes make) cannot be renamed over (EBUSY,
+//! or EXDEV). Its content is then replaced in place ([`in_place_fallback`]): space is
+//! reserved first, so a full disk fails before a byte changes; a crash part-way can
+//! tear it, which the caller's undo journal (holding a backup) repairs.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{fchown, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -128,10 +135,126 @@ pub fn write_atomic(
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            if in_place_fallback(&e) {
+                replace_in_place(path, content, mode, owner)
+            } else {
+                Err(e)
+            }
+        }
     }
-    result
+}
+
+/// Whether a failed rename of the temp file over the destination means the destination
+/// is a mount point (a bind-mounted file), whose content must be replaced in place.
+pub fn in_place_fallback(rename_error: &io::Error) -> bool {
+    matches!(
+        rename_error.raw_os_error(),
+        Some(libc::EBUSY) | Some(libc::EXDEV)
+    )
+}
+
+/// Replaces the content of the existing regular file at `path` through one descriptor
+/// opened without following a link: space reserved, content written, length trimmed,
+/// owner then mode set, fsync. Used only where a rename cannot be (see the module doc).
+fn replace_in_place(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    // Writing in place goes to every name of the inode; a rename never does.
+    if m.nlink() > 1 {
+        return Err(io::Error::other(
+            "mounted over and hard-linked: writing it in place would change its other names too",
+        ));
+    }
+    reserve(&f, content.len())?;
+    // Overwrite, then trim: no window in which the file is empty.
+    f.write_all(content)?;
+    f.set_len(content.len() as u64)?;
+    if let Some((uid, gid)) = owner {
+        fchown(&f, Some(uid), Some(gid))?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.sync_all()
+}
+
+/// Reserves `len` bytes of blocks for `f` without changing its size, so a full file
+/// system fails here, before the content changes. A file system without fallocate
+/// gives no such guarantee; the free-space check before an apply still stands.
+fn reserve(f: &File, len: usize) -> io::Result<()> {
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Err(io::Error::other("content too large"));
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
+        _ => Err(e),
+    }
+}
+
+/// Free bytes a root process may use on the file system holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("path contains NUL"))?;
+    // SAFETY: statvfs fills the zeroed struct; `c` outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Root may use the blocks reserved for it; others only the available ones.
+    // SAFETY: geteuid cannot fail.
+    let blocks = if unsafe { libc::geteuid() } == 0 {
+        st.f_bfree
+    } else {
+        st.f_bavail
+    };
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::useless_conversion)]
+    let bytes = u64::from(blocks).saturating_mul(u64::from(st.f_frsize));
+    Ok(bytes)
+}
+
+/// Whether `path` (an existing file or directory) may be written, without changing it:
+/// a file is opened for writing (no truncation), a directory is asked with access(2).
+/// An immutable or append-only file fails with EPERM, a read-only file system EROFS.
+pub fn check_writable(path: &Path, dir: bool) -> io::Result<()> {
+    if dir {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("path contains NUL"))?;
+        // SAFETY: `c` is a valid C string for the duration of the call.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        return Ok(());
+    }
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map(drop)
 }
 
 /// Sets mode and (optionally) owner of an existing file or directory, not following a
@@ -177,6 +300,46 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"hello");
         assert_eq!(meta(&p).unwrap().unwrap().mode, 0o640);
         assert!(!tmp_path(&p).exists());
+    }
+
+    #[test]
+    fn only_a_mount_point_rename_error_falls_back_to_in_place() {
+        for (errno, fallback) in [
+            (libc::EBUSY, true),
+            (libc::EXDEV, true),
+            (libc::EPERM, false),
+            (libc::ENOSPC, false),
+            (libc::EROFS, false),
+        ] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert_eq!(in_place_fallback(&e), fallback, "{e}");
+        }
+        assert!(!in_place_fallback(&io::Error::other("x")));
+    }
+
+    #[test]
+    fn in_place_replacement_trims_and_sets_mode() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        fs::write(&p, "a much longer old content").unwrap();
+        replace_in_place(&p, b"new", 0o640, None).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert_eq!(meta(&p).unwrap().unwrap().mode, 0o640);
+        fs::write(t.path().join("target"), "keep").unwrap();
+        symlink(t.path().join("target"), t.path().join("link")).unwrap();
+        assert!(replace_in_place(&t.path().join("link"), b"x", 0o644, None).is_err());
+        assert_eq!(fs::read(t.path().join("target")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn writability_and_free_space_of_a_plain_dir() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        fs::write(&p, "x").unwrap();
+        check_writable(&p, false).unwrap();
+        check_writable(t.path(), true).unwrap();
+        assert!(check_writable(&t.path().join("missing"), false).is_err());
+        assert!(free_bytes(t.path()).unwrap() > 0);
     }
 
     #[test]

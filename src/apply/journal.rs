@@ -134,9 +134,52 @@ pub enum JournalError {
         /// Cause.
         source: io::Error,
     },
+    /// Rolling back restored what it could; the paths in `left` are still in the state
+    /// the apply gave them. The journal and backups are kept, so the next `vmagent
+    /// recover` (or apply) retries exactly these.
+    #[error("{}", incomplete_message(journal, restored.len(), left))]
+    Incomplete {
+        /// Journal path (kept).
+        journal: PathBuf,
+        /// Paths put back (relative to the root).
+        restored: Vec<PathBuf>,
+        /// Every path not put back, with why.
+        left: Vec<Left>,
+    },
     /// The transaction directory is not vmagent's (e.g. a symlink).
     #[error(transparent)]
     Root(#[from] RootError),
+}
+
+/// A path a rollback could not put back.
+#[derive(Debug)]
+pub struct Left {
+    /// System path.
+    pub path: String,
+    /// What failed.
+    pub what: &'static str,
+    /// Cause.
+    pub source: io::Error,
+}
+
+/// The message of [`JournalError::Incomplete`]: every path left, why, and what to do.
+pub fn incomplete_message(journal: &Path, restored: usize, left: &[Left]) -> String {
+    let mut m = format!(
+        "rolling back restored {restored} path(s) but left {} in the new state:",
+        left.len()
+    );
+    for l in left {
+        let fix = super::preflight::remedy(l.source.raw_os_error());
+        m.push_str(&format!(
+            "\n  {}: {} failed: {} (to fix: {fix})",
+            l.path, l.what, l.source
+        ));
+    }
+    m.push_str(&format!(
+        "\nthe undo journal {} and its backups are kept; after fixing the above, run `vmagent recover` (the next `vmagent apply` also retries)",
+        journal.display()
+    ));
+    m
 }
 
 pub(super) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> JournalError {
@@ -340,7 +383,10 @@ impl TxnDir {
     }
 
     /// Restores every entry's prior state (idempotent: safe to repeat after a crash),
-    /// then removes the journal. Returns the paths restored. Every entry is checked
+    /// then removes the journal. Returns the paths restored. Only entries that differ
+    /// from their prior state are rewritten; an entry that cannot be put back does not
+    /// stop the others, and then the journal is kept and [`JournalError::Incomplete`]
+    /// names every path left. Every entry is checked
     /// first, and nothing is touched unless all pass; `from_disk` journals (not the one
     /// this process just wrote) also get the symlink policy of [`super::untrusted`].
     pub fn rollback(
@@ -351,20 +397,53 @@ impl TxnDir {
         let undo = super::untrusted::check(self, journal, from_disk)?;
         let mut dirs = std::collections::BTreeSet::new();
         let mut restored = Vec::new();
+        let mut left = Vec::new();
+        // Every entry is tried, whatever failed before it: one stuck file must not keep
+        // the others in the new state (a new token beside the old cluster.env).
         for (e, host) in undo.iter().rev() {
-            if super::untrusted::restore(self, e, host)? {
-                if let Some(p) = host.parent() {
-                    dirs.insert(p.to_path_buf());
+            match super::untrusted::restore(self, e, host) {
+                Ok(true) => {
+                    if let Some(p) = host.parent() {
+                        dirs.insert(p.to_path_buf());
+                    }
+                    restored.push(e.path.clone());
                 }
-                restored.push(e.path.clone());
+                Ok(false) => {}
+                Err(x) => left.push(left_of(e, x)),
             }
         }
         for d in dirs {
             if d.is_dir() {
-                fsx::sync_dir(&d).map_err(io_err("syncing", &d))?;
+                if let Err(source) = fsx::sync_dir(&d) {
+                    left.push(Left {
+                        path: d.display().to_string(),
+                        what: "syncing",
+                        source,
+                    });
+                }
             }
+        }
+        if !left.is_empty() {
+            return Err(JournalError::Incomplete {
+                journal: self.journal(),
+                restored,
+                left,
+            });
         }
         self.commit()?;
         Ok(restored)
+    }
+}
+
+/// One failed restore as a [`Left`] (whatever the error: the rollback goes on).
+fn left_of(e: &Entry, x: JournalError) -> Left {
+    let path = Path::new("/").join(&e.path).display().to_string();
+    match x {
+        JournalError::Io { what, source, .. } => Left { path, what, source },
+        other => Left {
+            path,
+            what: "restoring",
+            source: io::Error::other(other.to_string()),
+        },
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod journal;
 pub mod lock;
+pub mod preflight;
 mod untrusted;
 
 use std::collections::BTreeSet;
@@ -18,7 +19,8 @@ use crate::plan::{Action, Plan, Step};
 use crate::root::{Root, RootError};
 use journal::{JournalError, TxnDir};
 
-/// Why an apply failed. The root has been rolled back unless `RollbackFailed`.
+/// Why an apply failed. The root has been rolled back unless `RollbackFailed`, which
+/// names every path left in the new state.
 #[derive(Debug, Error)]
 pub enum ApplyError {
     /// A step failed; every change was undone.
@@ -57,6 +59,10 @@ pub enum ApplyError {
         /// Cause.
         source: JournalError,
     },
+    /// A destination cannot be replaced (no space, immutable, read-only): refused
+    /// before the journal was written, so nothing was changed.
+    #[error(transparent)]
+    Blocked(#[from] preflight::Blocked),
     /// A journal left by an earlier run could not be rolled back (damaged, forged, a
     /// backup missing, or an I/O error part-way: the message says which and what to do).
     #[error(transparent)]
@@ -134,6 +140,9 @@ fn fault_after(done: usize) -> io::Result<()> {
 /// Executes `plan` under `root`. The caller holds the lock.
 pub fn execute(root: &Root, plan: &Plan) -> Result<(), ApplyError> {
     let txn = txn_dir(root)?;
+    // Refused here, before the journal, every destination stays as it was: a rollback
+    // never has to rewrite a file on a full disk or over an immutable one.
+    preflight::check(plan, &txn.dir, &root.state_dir().join("txn"))?;
     let hosts: Vec<PathBuf> = plan.steps.iter().map(|s| s.host.clone()).collect();
     let journal = txn.begin(&hosts).map_err(|source| ApplyError::Record {
         dir: txn.dir.display().to_string(),

@@ -216,7 +216,15 @@ fn private_target(root: &Root, sys: &Path, target: &Path) -> Option<String> {
 /// Puts one checked entry back; `Ok(false)` when there was nothing to do.
 pub(super) fn restore(txn: &TxnDir, e: &Entry, host: &Path) -> Result<bool, JournalError> {
     let err = |what| io_err(what, host);
-    fsx::remove_if_exists(&fsx::tmp_path(host)).map_err(err("removing temp file of"))?;
+    // Looked at first: unlink fails on a read-only file system even when nothing is
+    // there, and an entry that needs no undo must not be reported as left.
+    let tmp = fsx::tmp_path(host);
+    if fsx::meta(&tmp)
+        .map_err(err("inspecting temp file of"))?
+        .is_some()
+    {
+        fsx::remove_if_exists(&tmp).map_err(err("removing temp file of"))?;
+    }
     let now = fsx::meta(host).map_err(err("inspecting"))?;
     match &e.prior {
         Prior::Absent => match now.map(|m| m.kind) {
@@ -243,6 +251,20 @@ pub(super) fn restore(txn: &TxnDir, e: &Entry, host: &Path) -> Result<bool, Jour
                     backup: backup.clone(),
                     dest: Path::new("/").join(&e.path).display().to_string(),
                 })?;
+            // Only what changed is rewritten: a file the apply never reached needs no
+            // space and no write, so it cannot fail to be put back.
+            let same_content = now.is_some_and(|m| m.kind == Kind::File)
+                && fsx::read_file(host, BACKUP_LIMIT).ok().flatten().as_ref() == Some(&data);
+            if same_content {
+                let same_meta =
+                    now.is_some_and(|m| m.mode == *mode && (m.uid, m.gid) == (*uid, *gid));
+                if same_meta {
+                    return Ok(false);
+                }
+                fsx::set_meta(host, *mode, Some((*uid, *gid)))
+                    .map_err(err("restoring owner and mode of"))?;
+                return Ok(true);
+            }
             if now.map(|m| m.kind) == Some(Kind::Dir) {
                 fs::remove_dir(host).map_err(err("removing"))?;
             }
@@ -259,7 +281,8 @@ pub(super) fn restore(txn: &TxnDir, e: &Entry, host: &Path) -> Result<bool, Jour
                 })?;
         }
         Prior::Meta { mode, uid, gid } => {
-            if now.is_none() {
+            let same = now.is_some_and(|m| m.mode == *mode && (m.uid, m.gid) == (*uid, *gid));
+            if now.is_none() || same {
                 return Ok(false);
             }
             fsx::set_meta(host, *mode, Some((*uid, *gid)))

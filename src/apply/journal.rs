@@ -382,6 +382,13 @@ impl TxnDir {
         Ok(Some(aside))
     }
 
+    /// Checks a journal read from disk as the next rollback would, changing nothing:
+    /// the number of entries it would undo (`vmagent recover`'s first step, and the
+    /// journal fuzz target's).
+    pub fn validate(&self, journal: &Journal) -> Result<usize, JournalError> {
+        super::untrusted::check(self, journal, true).map(|undo| undo.len())
+    }
+
     /// Restores every entry's prior state (idempotent: safe to repeat after a crash),
     /// then removes the journal. Returns the paths restored. Only entries that differ
     /// from their prior state are rewritten; an entry that cannot be put back does not

@@ -32,10 +32,13 @@ printf 'server=/svc.cluster.local/10.0.0.7\naddress=/istio-pilot/10.0.0.9\n' > "
 mkdir -p "$fz/corpus/bundle_archive"
 tar -C "$ex" -cf "$fz/corpus/bundle_archive/seed-example.tar" .
 tar -C "$ex" -czf "$fz/corpus/bundle_archive/seed-example.tgz" .
+mkdir -p "$fz/corpus/journal"
+printf '{"version":1,"entries":[{"path":"etc/hosts","prior":{"kind":"absent"}}]}\n' > "$fz/corpus/journal/seed-journal"
 for t in "${targets[@]}"; do
     echo "== $t (${secs}s)"
+    mkdir -p "$fz/corpus/$t"
     cargo fuzz run --fuzz-dir "$fz" "$t" "$fz/corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 |
-        grep -E '^(#[0-9]+.*(DONE|pulse)|Done|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written)' || true
+        grep -E '^(#[0-9]+.*(DONE|pulse)|Done|==[0-9]+==|SUMMARY|ERROR|Error|artifact_prefix|Test unit written)' || true
     if ls "$fz"/artifacts/"$t"/crash-* "$fz"/artifacts/"$t"/oom-* "$fz"/artifacts/"$t"/timeout-* >/dev/null 2>&1; then
         echo "!! $t: findings in tests/fuzz/artifacts/$t"
     fi

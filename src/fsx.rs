@@ -16,7 +16,6 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{fchown, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -195,45 +194,29 @@ fn replace_in_place(
 /// system fails here, before the content changes. A file system without fallocate
 /// gives no such guarantee; the free-space check before an apply still stands.
 fn reserve(f: &File, len: usize) -> io::Result<()> {
-    let Ok(len) = libc::off_t::try_from(len) else {
+    let Ok(len) = u64::try_from(len) else {
         return Err(io::Error::other("content too large"));
     };
     if len == 0 {
         return Ok(());
     }
-    // SAFETY: fallocate on a descriptor we own; no memory is passed.
-    let rc = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
-        _ => Err(e),
+    match rustix::fs::fallocate(f, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Free bytes a root process may use on the file system holding `path`.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::other("path contains NUL"))?;
-    // SAFETY: statvfs fills the zeroed struct; `c` outlives the call.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let st = rustix::fs::statvfs(path)?;
     // Root may use the blocks reserved for it; others only the available ones.
-    // SAFETY: geteuid cannot fail.
-    let blocks = if unsafe { libc::geteuid() } == 0 {
+    let blocks = if rustix::process::geteuid().is_root() {
         st.f_bfree
     } else {
         st.f_bavail
     };
-    // The field types differ between targets (u32 on some 32-bit ones).
-    #[allow(clippy::useless_conversion)]
-    let bytes = u64::from(blocks).saturating_mul(u64::from(st.f_frsize));
-    Ok(bytes)
+    Ok(blocks.saturating_mul(st.f_frsize))
 }
 
 /// Whether `path` (an existing file or directory) may be written, without changing it:
@@ -241,14 +224,7 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
 /// An immutable or append-only file fails with EPERM, a read-only file system EROFS.
 pub fn check_writable(path: &Path, dir: bool) -> io::Result<()> {
     if dir {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::other("path contains NUL"))?;
-        // SAFETY: `c` is a valid C string for the duration of the call.
-        if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        return Ok(());
+        return Ok(rustix::fs::access(path, rustix::fs::Access::WRITE_OK)?);
     }
     OpenOptions::new()
         .write(true)

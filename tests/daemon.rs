@@ -26,8 +26,8 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -39,6 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::fake_systemd::{alive, FakeSystemd, ReadyServer};
 use common::output::*;
 use common::packages::*;
+use common::report_server::ReportServer;
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vmagent");
@@ -521,140 +522,6 @@ fn token(iat: i64, exp: i64) -> Vec<u8> {
 // ---------------------------------------------------------------------------------
 // A report URL receiver: records every request with its body, answers 200
 // ---------------------------------------------------------------------------------
-
-#[derive(Clone, Debug)]
-struct Posted {
-    method: String,
-    path: String,
-    content_type: String,
-    body: Vec<u8>,
-}
-
-/// A tiny HTTP/1.1 server on 127.0.0.1 recording requests (with bodies); stops when
-/// dropped.
-struct ReportServer {
-    port: u16,
-    log: Arc<Mutex<Vec<Posted>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl ReportServer {
-    fn start() -> ReportServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().unwrap().port();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (log, stop) = (log.clone(), stop.clone());
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            if let Some(p) = read_request(s) {
-                                log.lock().unwrap().push(p);
-                            }
-                        }
-                        Err(_) => thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            })
-        };
-        ReportServer {
-            port,
-            log,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/report", self.port)
-    }
-
-    fn posted(&self) -> Vec<Posted> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The bodies from index `from` on, each parsed as JSON (a body that is not JSON
-    /// fails the test).
-    #[track_caller]
-    fn docs_from(&self, from: usize) -> Vec<serde_json::Value> {
-        self.posted()
-            .iter()
-            .skip(from)
-            .map(|p| {
-                serde_json::from_slice(&p.body).unwrap_or_else(|e| {
-                    panic!(
-                        "report body is not JSON ({e}): {}",
-                        String::from_utf8_lossy(&p.body)
-                    )
-                })
-            })
-            .collect()
-    }
-}
-
-impl Drop for ReportServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Reads one request (head and Content-Length body) and answers 200.
-fn read_request(mut s: TcpStream) -> Option<Posted> {
-    s.set_nonblocking(false).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 || buf.len() > 1 << 20 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split_whitespace();
-    let method = first.next()?.to_string();
-    let path = first.next()?.to_string();
-    let mut len = 0usize;
-    let mut content_type = String::new();
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "content-length" => len = v.trim().parse().ok()?,
-                "content-type" => content_type = v.trim().to_string(),
-                _ => {}
-            }
-        }
-    }
-    let mut body = buf[end + 4..].to_vec();
-    while body.len() < len {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(len);
-    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    let _ = s.flush();
-    Some(Posted {
-        method,
-        path,
-        content_type,
-        body,
-    })
-}
 
 /// A port nothing listens on, for 127.0.0.2: no test server binds there, so a port a
 /// parallel test is handed on 127.0.0.1 never answers.

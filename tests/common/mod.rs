@@ -7,6 +7,7 @@
 pub mod fake_systemd;
 pub mod output;
 pub mod packages;
+pub mod report_server;
 pub mod server;
 
 use std::collections::BTreeMap;

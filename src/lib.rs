@@ -14,6 +14,7 @@ pub mod fsx;
 pub mod health;
 pub mod hosts;
 pub mod layout;
+pub mod lkg;
 pub mod logging;
 pub mod package;
 pub mod plan;

@@ -105,7 +105,7 @@ pub struct BundleView {
     /// A new bundle on probation, and its deadline (RFC 3339).
     pub trial: Option<String>,
     /// The bundle last rolled back (not retried until the source changes).
-    pub rejected: Option<crate::daemon::store::Rejected>,
+    pub rejected: Option<crate::lkg::Rejected>,
 }
 
 /// An expiry.
@@ -410,7 +410,7 @@ mod tests {
             current: None,
             last_known_good: None,
             trial: None,
-            rejected: Some(crate::daemon::store::Rejected {
+            rejected: Some(crate::lkg::Rejected {
                 digest: "d".into(),
                 reason: said,
                 at: "t".into(),

@@ -1,12 +1,30 @@
-//! Watches a local bundle path (file or directory) with inotify: `changed()` says
-//! whether something happened to it since the last call.
+//! Where the daemon's bundles come from: none, a local path (file or directory) watched
+//! with inotify ([`Watch`]: `changed()` says whether something happened to it since the
+//! last call), or an https URL polled by [`super::remote`].
 
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use inotify::{Inotify, WatchMask};
+
+use super::event_loop::with_watchdog;
+use super::remote::{Polled, Remote};
+use super::Daemon;
+
+/// Where bundles come from.
+pub(super) enum Source {
+    /// None configured: only health is watched.
+    None,
+    /// A local path (inside the root), watched with inotify when possible.
+    Path(String, Option<Watch>),
+    /// An https URL, polled.
+    Url(Box<Remote>),
+    /// Configured but unusable (the reason).
+    Invalid(String),
+}
 
 /// A watch on one bundle path.
 pub struct Watch {
@@ -68,5 +86,85 @@ impl Watch {
             }
         }
         hit
+    }
+}
+
+impl Daemon {
+    /// Makes the source from the configuration.
+    pub(super) fn watch_source(&mut self) {
+        self.source = match self.cfg.source.bundle.clone() {
+            None => {
+                tracing::warn!(
+                    "no bundle source configured ([source] bundle in /etc/vmagent/config.toml or config.d/): only health is watched"
+                );
+                Source::None
+            }
+            Some(b) if b.contains("://") => {
+                let dir = self.store.dir().to_path_buf();
+                match Remote::new(&b, &self.cfg, &self.root, &dir) {
+                    Ok(r) => Source::Url(Box::new(r)),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        Source::Invalid(e)
+                    }
+                }
+            }
+            Some(b) => match self.root.resolve(Path::new(&b)) {
+                Ok(host) => match Watch::new(&host) {
+                    Ok(w) => Source::Path(b, Some(w)),
+                    Err(e) => {
+                        tracing::warn!(bundle = %b, error = %e, "cannot watch the bundle; drift checks still pick up changes");
+                        Source::Path(b, None)
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(bundle = %b, error = %e, "bundle path");
+                    Source::Invalid(format!("bundle path '{b}': {e}"))
+                }
+            },
+        };
+    }
+
+    /// Polls a URL source when due; a new body schedules a reconcile.
+    pub(super) fn poll_source(&mut self) {
+        let Source::Url(r) = &mut self.source else {
+            return;
+        };
+        if Instant::now() < r.due() {
+            return;
+        }
+        let polled = with_watchdog(self.watchdog, || r.poll());
+        let url = r.shown().to_string();
+        let retry = r.due().saturating_duration_since(Instant::now()).as_secs();
+        match polled {
+            Polled::New => {
+                tracing::info!(url = %url, "fetched a new bundle");
+                self.pending = Some((Instant::now(), "bundle fetched"));
+            }
+            Polled::NotModified => tracing::debug!(url = %url, "bundle not modified"),
+            Polled::Failed(e) => {
+                tracing::warn!(error = %e, next_poll_secs = retry, "polling the bundle URL failed; backing off");
+                self.poll_error = Some(format!("polling the bundle URL failed: {e}"));
+                self.publish();
+                return;
+            }
+        }
+        if self.poll_error.take().is_some() {
+            self.publish();
+        }
+    }
+
+    /// The host path of the source's current bundle (`Ok(None)`: none yet).
+    pub(super) fn source_path(&self) -> Result<Option<PathBuf>, String> {
+        match &self.source {
+            Source::None => Ok(None),
+            Source::Path(b, _) => self
+                .root
+                .resolve(Path::new(b))
+                .map(Some)
+                .map_err(|e| format!("bundle path '{b}': {e}")),
+            Source::Url(r) => Ok(r.file()),
+            Source::Invalid(e) => Err(e.clone()),
+        }
     }
 }

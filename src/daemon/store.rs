@@ -9,65 +9,33 @@
 //!   daemon keeps repairing drift from it) and a reboot without network;
 //! - the last-known-good bundle (the last one whose proxy became ready) to roll back to.
 //!
-//! `state.json` records which digest is current, which is good, which was rejected (rolled
-//! back, not retried until the source changes) and the trial of a new bundle.
+//! `state.json` records the [`crate::lkg`] state: which digest is current, which is good,
+//! which was rejected (rolled back, not retried until the source changes) and the trial
+//! of a new bundle.
 
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use crate::bundle::{source, BundleError};
 use crate::fsx;
 use crate::layout;
+use crate::lkg::{Digest, Lkg, Record};
 use crate::root::Root;
 
 /// The store's directory under the state dir.
 pub const DIR: &str = "bundles";
 
-/// A bundle that was rolled back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rejected {
-    /// Its digest.
-    pub digest: String,
-    /// Why (the health when it was given up).
-    pub reason: String,
-    /// When, RFC 3339.
-    pub at: String,
-}
-
-/// A new bundle on probation: rolled back unless its proxy is ready by the deadline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Trial {
-    /// Its digest.
-    pub digest: String,
-    /// Unix time by which it must be ready; `None` until it was applied.
-    pub deadline: Option<i64>,
-}
-
-/// What the store remembers (state.json).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
-    /// The bundle in force.
-    pub current: Option<String>,
-    /// The last bundle whose proxy was ready.
-    pub good: Option<String>,
-    /// The last bundle rolled back.
-    pub rejected: Option<Rejected>,
-    /// The new bundle being tried.
-    pub trial: Option<Trial>,
-}
-
 /// The store of one root.
 pub struct Store {
     dir: PathBuf,
     /// What is recorded.
-    pub state: State,
+    pub state: Lkg,
     /// The source's stat fingerprint when it was last staged, and the digest it gave.
-    seen: Option<(Vec<Stamp>, String)>,
+    seen: Option<(Vec<Stamp>, Digest)>,
 }
 
 /// What identifies one file's content without reading it.
@@ -80,27 +48,25 @@ impl Store {
         let sys = root.state_dir().join(DIR);
         let dir = crate::apply::ensure_dir(root, &sys, layout::STATE_MODE)
             .map_err(|(d, e)| format!("cannot create {}: {e}", d.display()))?;
-        let state = match fs::read(dir.join("state.json")) {
+        let shown = || format!("{}/{DIR}/state.json", root.state_dir().display());
+        let record = match fs::read(dir.join("state.json")) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "{}/{DIR}/state.json is unreadable; starting afresh", root.state_dir().display());
-                State::default()
+                tracing::warn!(error = %e, "{} is unreadable; starting afresh", shown());
+                Record::default()
             }),
-            Err(_) => State::default(),
+            Err(_) => Record::default(),
         };
-        let mut s = Store {
+        // A digest whose file is gone is forgotten rather than applied from nothing.
+        let (state, warnings) =
+            Lkg::from_record(record, |d| dir.join(format!("{d}.tar")).is_file());
+        for w in warnings {
+            tracing::warn!("{w} ({})", shown());
+        }
+        Ok(Store {
             dir,
             state,
             seen: None,
-        };
-        // A digest whose file is gone is forgotten rather than applied from nothing.
-        for d in [&mut s.state.current, &mut s.state.good] {
-            if d.as_ref()
-                .is_some_and(|x| !s.dir.join(format!("{x}.tar")).is_file())
-            {
-                *d = None;
-            }
-        }
-        Ok(s)
+        })
     }
 
     /// The store's directory (host path).
@@ -109,7 +75,7 @@ impl Store {
     }
 
     /// Host path of a staged bundle.
-    pub fn path(&self, digest: &str) -> PathBuf {
+    pub fn path(&self, digest: &Digest) -> PathBuf {
         self.dir.join(format!("{digest}.tar"))
     }
 
@@ -118,7 +84,7 @@ impl Store {
     /// `<sha256>.tar`. Returns the digest. When the source's files have not changed
     /// since the last call (same inode, size, mtime and ctime, none of them touched in the
     /// last two seconds), the digest is returned without reading it again.
-    pub fn stage(&mut self, src: &Path) -> Result<String, BundleError> {
+    pub fn stage(&mut self, src: &Path) -> Result<Digest, BundleError> {
         let shown = src.display().to_string();
         let stamp = stamps(src).map_err(|e| BundleError::source(&shown, e.to_string()))?;
         if let Some((s, d)) = &self.seen {
@@ -145,7 +111,8 @@ impl Store {
             source::write_canonical_tar(&raw, &mut w).map_err(io_err)?;
             let HashingWriter { inner, hash } = w;
             inner.into_inner().map_err(|e| io_err(e.into_error()))?;
-            crate::package::fetch::hex(&hash.finalize())
+            let hex = crate::package::fetch::hex(&hash.finalize());
+            Digest::parse(&hex).map_err(|e| BundleError::source(&shown, e.to_string()))?
         };
         drop(raw);
         let dest = self.path(&digest);
@@ -168,13 +135,10 @@ impl Store {
 
     /// Writes state.json atomically and removes staged bundles no longer referenced.
     pub fn save(&self) -> io::Result<()> {
-        let json = serde_json::to_vec_pretty(&self.state).map_err(io::Error::other)?;
+        let json = serde_json::to_vec_pretty(&self.state.to_record()).map_err(io::Error::other)?;
         fsx::write_atomic(&self.dir.join("state.json"), &json, 0o600, None)?;
         fsx::sync_dir(&self.dir)?;
-        let keep: Vec<String> = [&self.state.current, &self.state.good]
-            .into_iter()
-            .flatten()
-            .chain(self.state.trial.iter().map(|t| &t.digest))
+        let keep: Vec<String> = (self.state.referenced().into_iter())
             .map(|d| format!("{d}.tar"))
             .collect();
         for e in fs::read_dir(&self.dir)?.flatten() {
@@ -185,11 +149,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// Short form of a digest for messages.
-pub fn short(digest: &str) -> String {
-    format!("sha256:{}", &digest[..digest.len().min(12)])
 }
 
 /// A bundle error about the staged copy names the source instead.

@@ -1,0 +1,168 @@
+//! What the daemon tells the world: the status file, sd_notify STATUS, the health log
+//! line and the report URL; and the health and token checks that feed them.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+
+use super::Daemon;
+use crate::health::monitor::Event;
+use crate::health::{Health, State};
+use crate::layout;
+use crate::lkg::Lkg;
+use crate::service;
+use crate::status::{BundleView, HealthView, Status};
+use crate::timefmt;
+
+impl Daemon {
+    /// Reads new log lines (and probes when due); publishes when the health changed.
+    pub(super) fn step_health(&mut self, probe: bool) {
+        if probe {
+            self.next_probe =
+                Instant::now() + Duration::from_secs(self.cfg.daemon.probe_interval_secs);
+        }
+        let mut changed = false;
+        self.monitor.step(probe, probe, &mut |ev| match ev {
+            Event::Changed(_) => changed = true,
+            Event::Line { class, text } => tracing::info!(class = ?class, line = text, "istio log"),
+            Event::Waiting { .. } => {}
+        });
+        let token = self.token_check();
+        if changed || token != self.token_note {
+            self.token_note = token;
+            self.publish();
+        }
+    }
+
+    /// Token expiry of the token in place (see [`token_note`]).
+    fn token_check(&self) -> Option<String> {
+        let file = layout::file_for(crate::bundle::Member::Token)?.path;
+        let data = std::fs::read(self.root.resolve(Path::new(file)).ok()?).ok()?;
+        let now = timefmt::now();
+        let (tok, _) = crate::bundle::token::parse(&data, now, true).ok()?;
+        token_note(tok.exp?, tok.iat, now, self.cfg.daemon.token_warn_percent)
+    }
+
+    /// Status file, sd_notify STATUS, log, report URL.
+    pub(super) fn publish(&mut self) {
+        let h: Health = self.monitor.health().clone();
+        let mut doc = Status::new(HealthView::of(&h, self.monitor.since()));
+        if let Ok(Some(old)) = Status::load(&self.root) {
+            if old.health.state == doc.health.state {
+                doc.health.since = old.health.since;
+                doc.health.since_unix = old.health.since_unix;
+            }
+        }
+        doc.read_facts(&self.root);
+        let (sc, _) = service::Systemctl::for_root(&self.root);
+        doc.enabled = sc.enablement().ok().filter(|e| !e.is_empty());
+        doc.last_apply = self.last_apply.clone();
+        doc.warnings.extend(self.token_note.clone());
+        doc.warnings.extend(
+            [&self.poll_error, &self.source_error]
+                .into_iter()
+                .flatten()
+                .map(|e| match self.store.state.current() {
+                    Some(c) => format!(
+                        "bundle source: {e}; the bundle in force ({}) is kept",
+                        c.short()
+                    ),
+                    None => format!("bundle source: {e}"),
+                }),
+        );
+        let st = &self.store.state;
+        if let Lkg::RolledBack {
+            good,
+            bad,
+            reason,
+            at,
+        } = st
+        {
+            doc.warnings.push(format!(
+                "the bundle {} was rolled back at {at} ({reason}); the last-known-good bundle {} is in force; fix the bundle at the source: a changed bundle is tried again",
+                bad.short(),
+                good.short()
+            ));
+        }
+        doc.bundle = Some(BundleView {
+            current: st.current().map(|d| d.to_string()),
+            last_known_good: st.good().map(|d| d.to_string()),
+            trial: st.trial().map(|(t, deadline)| match deadline {
+                Some(d) => format!("{t} (ready by {})", timefmt::rfc3339(d)),
+                None => t.to_string(),
+            }),
+            rejected: st.rejected(),
+        });
+        if let Err(e) = doc.store(&self.root) {
+            tracing::warn!(error = %e, "cannot write the status file");
+        }
+        let mut line = h.line();
+        if let Some(t) = &self.token_note {
+            line = format!("{line}; {t}");
+        }
+        if line != self.status_line {
+            match h.state {
+                State::Ready | State::Starting | State::Unknown => {
+                    tracing::info!(state = h.state.name(), "health: {line}")
+                }
+                _ => tracing::warn!(
+                    state = h.state.name(),
+                    reason = h.failure.map(|f| f.name()),
+                    hint = h.failure.map(|f| f.hint()),
+                    "health: {line}"
+                ),
+            }
+            self.status_line = line;
+            let _ = sd_notify::notify(false, &[NotifyState::Status(&self.status_line)]);
+        }
+        // The report URL hears of changes (health, warnings), not of every reconcile.
+        let key = (doc.health.clone(), doc.warnings.clone());
+        if let Some(r) = &self.reporter {
+            if self.reported.as_ref() != Some(&key) {
+                r.send(&doc);
+                self.reported = Some(key);
+            }
+        }
+    }
+}
+
+/// Token expiry at `now`: an error once expired, a warning from `warn_percent` of its
+/// lifetime on (`iat` to `exp`; an hour when it has no usable `iat`), else nothing.
+fn token_note(exp: i64, iat: Option<i64>, now: i64, warn_percent: u8) -> Option<String> {
+    if exp <= now {
+        return Some(format!(
+            "the token expired at {}: provide a fresh bundle (istioctl x workload entry configure) at the configured source",
+            timefmt::rfc3339(exp)
+        ));
+    }
+    let life = iat.map(|i| exp - i).filter(|l| *l > 0).unwrap_or(3600);
+    let warn_at = exp - life * (100 - i64::from(warn_percent)) / 100;
+    (now >= warn_at).then(|| {
+        format!(
+            "the token expires at {} (in {}): provide a fresh bundle at the configured source before then",
+            timefmt::rfc3339(exp),
+            timefmt::human_duration(exp - now)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_note;
+
+    #[test]
+    fn token_note_warns_from_the_percent_of_its_life_and_errs_once_expired() {
+        // Issued at 0, expires at 1000, warned from 80 %.
+        assert_eq!(token_note(1000, Some(0), 799, 80), None);
+        assert!(token_note(1000, Some(0), 800, 80)
+            .unwrap()
+            .contains("expires at"));
+        assert!(token_note(1000, Some(0), 1000, 80)
+            .unwrap()
+            .contains("expired at"));
+        // No iat: an hour's life assumed.
+        assert_eq!(token_note(3600, None, 0, 50), None);
+        assert!(token_note(3600, None, 1800, 50).is_some());
+    }
+}

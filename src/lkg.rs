@@ -13,52 +13,15 @@
 //! when its proxy fails for good or is not ready by the deadline; a rejected bundle is
 //! not tried again until the source offers another one.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
-/// sha256 of a bundle's canonical tar: 64 lowercase hex digits. It also names a file in
-/// the store (`<digest>.tar`), which is why nothing else is ever accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Digest(String);
+mod digest;
+mod event;
+mod record;
 
-/// A string that is not a [`Digest`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{shown:?} is not a sha256 digest (64 lowercase hex digits)")]
-pub struct BadDigest {
-    /// The start of the string, for the message.
-    shown: String,
-}
-
-impl Digest {
-    /// Checks `s` is 64 lowercase hex digits.
-    pub fn parse(s: &str) -> Result<Digest, BadDigest> {
-        if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(Digest(s.to_string()))
-        } else {
-            // Untrusted text (a state file): bounded in the message.
-            Err(BadDigest {
-                shown: s.chars().take(72).collect(),
-            })
-        }
-    }
-
-    /// The hex digits.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Short form for messages: `sha256:` and the first 12 digits.
-    pub fn short(&self) -> String {
-        format!("sha256:{}", &self.0[..12])
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use digest::{BadDigest, Digest};
+pub use event::{Effect, Event, Note, Step};
+pub use record::{LoadWarning, Record, TrialRecord};
 
 /// A bundle that was rolled back, as recorded in state.json and shown in status.json.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,112 +91,6 @@ impl Default for Lkg {
         Lkg::NoBundle { good: None }
     }
 }
-
-/// What happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A reconcile asks which bundle to apply. `staged` is the source's bundle (`None`:
-    /// no source, the source failed, or a restore that does not read the source);
-    /// `full: false` is the files-only restore at start, which never starts a trial.
-    Offered {
-        /// The source's bundle, staged.
-        staged: Option<Digest>,
-        /// A full reconcile (package and service too).
-        full: bool,
-    },
-    /// `digest` was applied without error.
-    Applied {
-        /// The bundle applied.
-        digest: Digest,
-        /// A full apply (the service was started): only that arms a trial's deadline.
-        full: bool,
-        /// Unix time now.
-        now: i64,
-        /// `health.wait_secs`.
-        wait_secs: u64,
-    },
-    /// The proxy is ready.
-    Ready,
-    /// The proxy failed for good.
-    Failed {
-        /// The health line (the rejection's reason).
-        reason: String,
-        /// Unix time now.
-        now: i64,
-    },
-    /// Time passed with the proxy neither ready nor failed.
-    Tick {
-        /// Unix time now.
-        now: i64,
-        /// The health line (part of the reason when the deadline passed).
-        line: String,
-        /// `health.wait_secs` (for the reason).
-        wait_secs: u64,
-    },
-}
-
-/// What the daemon does after a transition, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// Log this.
-    Note(Note),
-    /// Record the state (state.json; unreferenced bundles are removed).
-    Save,
-    /// Apply this bundle (the answer to [`Event::Offered`]).
-    Apply(Digest),
-    /// Run a full reconcile now, for this reason (it applies the bundle in force).
-    Reconcile(&'static str),
-    /// Record the last apply as a rollback.
-    MarkRolledBack,
-    /// Publish the status (it changed).
-    Publish,
-}
-
-/// A log line the daemon writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Note {
-    /// The source still holds the rejected bundle (debug).
-    StillRejected {
-        /// That bundle.
-        bundle: Digest,
-    },
-    /// The source changed since the rollback.
-    SourceChanged {
-        /// The bundle that was rejected.
-        rejected: Digest,
-    },
-    /// A new bundle from the source is in force.
-    NewBundle {
-        /// It.
-        bundle: Digest,
-        /// What was in force.
-        previous: Option<Digest>,
-    },
-    /// The trial's deadline is armed.
-    TrialArmed {
-        /// The bundle on trial.
-        bundle: Digest,
-        /// Seconds it has.
-        wait_secs: u64,
-    },
-    /// The bundle on trial is ready: the last-known-good now.
-    Confirmed {
-        /// It.
-        bundle: Digest,
-    },
-    /// A rollback.
-    RollingBack {
-        /// The bundle given up.
-        bad: Digest,
-        /// The bundle applied again.
-        good: Digest,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// The state and what to do.
-pub type Step = (Lkg, Vec<Effect>);
 
 /// The state from the bundle in force and the good one, when neither a trial nor a
 /// rejection is involved.
@@ -476,9 +333,6 @@ fn rollback(bad: Digest, good: Digest, reason: String, now: i64) -> Step {
     };
     (next, fx)
 }
-
-mod record;
-pub use record::{LoadWarning, Record, TrialRecord};
 
 #[cfg(test)]
 mod tests;

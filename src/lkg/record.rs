@@ -114,3 +114,105 @@ impl Lkg {
         (settle(current, good), warnings)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lkg::tests::{d, rolled_back, trial};
+
+    #[test]
+    fn record_round_trips_and_reads_the_old_format() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        // As written by the previous version.
+        let old = format!(
+            r#"{{"current":"{a}","good":"{a}","rejected":{{"digest":"{b}","reason":"not ready","at":"2026-01-01T00:00:00Z"}},"trial":null}}"#
+        );
+        let r: Record = serde_json::from_str(&old).unwrap();
+        let (s, w) = Lkg::from_record(r.clone(), |_| true);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s.rejected().unwrap().reason, "not ready");
+        assert_eq!(s.to_record(), r);
+        let old =
+            format!(r#"{{"current":"{b}","good":"{a}","trial":{{"digest":"{b}","deadline":7}}}}"#);
+        let (s, w) = Lkg::from_record(serde_json::from_str(&old).unwrap(), |_| true);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s, trial('b', 'a', Deadline::At(7)));
+        for s in [
+            Lkg::default(),
+            Lkg::NoBundle { good: Some(d('a')) },
+            Lkg::Unconfirmed {
+                current: d('b'),
+                good: Some(d('a')),
+            },
+            Lkg::Good { current: d('a') },
+            trial('b', 'a', Deadline::Unarmed),
+            rolled_back('a', 'b'),
+        ] {
+            let json = serde_json::to_string(&s.to_record()).unwrap();
+            let back = Lkg::from_record(serde_json::from_str(&json).unwrap(), |_| true);
+            assert_eq!(back, (s, vec![]), "{json}");
+        }
+    }
+
+    #[test]
+    fn garbage_digests_are_ignored_with_a_warning() {
+        let a = "a".repeat(64);
+        let r = Record {
+            current: Some("../../../etc/shadow".into()),
+            good: Some(a.clone()),
+            rejected: Some(Rejected {
+                digest: "x".into(),
+                reason: "r".into(),
+                at: "t".into(),
+            }),
+            trial: Some(TrialRecord {
+                digest: a.to_uppercase(),
+                deadline: None,
+            }),
+        };
+        let (s, w) = Lkg::from_record(r, |_| true);
+        assert_eq!(s, Lkg::NoBundle { good: Some(d('a')) });
+        let fields: Vec<_> = w
+            .iter()
+            .map(|w| match w {
+                LoadWarning::BadDigest { field, .. } => *field,
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(fields, ["current", "trial.digest", "rejected.digest"]);
+        assert!(w[0].to_string().contains("not a sha256 digest"), "{}", w[0]);
+    }
+
+    #[test]
+    fn inconsistent_records_are_reduced_with_a_warning() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        // The bundle in force's file was lost: nothing is in force, the rejection goes.
+        let r = Record {
+            current: Some(a.clone()),
+            good: Some(a.clone()),
+            rejected: Some(Rejected {
+                digest: b.clone(),
+                reason: "r".into(),
+                at: "t".into(),
+            }),
+            trial: None,
+        };
+        let (s, w) = Lkg::from_record(r, |x| *x != d('a'));
+        assert_eq!(s, Lkg::default());
+        assert!(matches!(w[..], [LoadWarning::StrayRejection(_)]), "{w:?}");
+        // A trial that is not the bundle in force.
+        let r = Record {
+            current: Some(a.clone()),
+            good: Some(a.clone()),
+            rejected: None,
+            trial: Some(TrialRecord {
+                digest: b,
+                deadline: Some(1),
+            }),
+        };
+        let (s, w) = Lkg::from_record(r, |_| true);
+        assert_eq!(s, Lkg::Good { current: d('a') });
+        assert!(matches!(w[..], [LoadWarning::StrayTrial(_)]), "{w:?}");
+    }
+}

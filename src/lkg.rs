@@ -5,7 +5,7 @@
 //! bundle was applied, the proxy's health, time passing) and returns the next state and
 //! the [`Effect`]s the daemon performs (apply a bundle, save the store, reconcile for a
 //! rollback, log, publish). Time comes in as unix seconds; nothing here reads a clock or
-//! touches a file, so every transition is unit-tested below.
+//! touches a file, so every transition is unit-tested (`lkg/tests.rs`).
 //!
 //! The rules: a bundle whose proxy became ready is the good one; a new bundle is on
 //! trial when there is a good one to fall back to, its deadline armed once it was

@@ -210,3 +210,40 @@ impl<W: Write> Write for HashingWriter<W> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state.json as the previous version wrote it is read; a digest that is not one
+    /// (here a path out of the store) is ignored, never used as a file name.
+    #[test]
+    fn state_json_is_read_and_garbage_digests_are_ignored() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        let good = "a".repeat(64);
+        let dir = Store::open(&root).unwrap().dir().to_path_buf();
+        fs::write(dir.join(format!("{good}.tar")), b"").unwrap();
+        let json =
+            format!(r#"{{"current":"{good}","good":"{good}","rejected":null,"trial":null}}"#);
+        fs::write(dir.join("state.json"), json).unwrap();
+        let s = Store::open(&root).unwrap();
+        assert_eq!(
+            s.state,
+            Lkg::Good {
+                current: Digest::parse(&good).unwrap()
+            }
+        );
+
+        let json = format!(r#"{{"current":"../../../../etc/shadow","good":"{good}"}}"#);
+        fs::write(dir.join("state.json"), json).unwrap();
+        let s = Store::open(&root).unwrap();
+        assert_eq!(s.state.current(), None);
+        assert_eq!(s.state.good().map(Digest::as_str), Some(good.as_str()));
+        // Saved back in the same shape, the garbage gone.
+        s.save().unwrap();
+        let r: Record = serde_json::from_slice(&fs::read(dir.join("state.json")).unwrap()).unwrap();
+        assert_eq!(r.current, None);
+        assert_eq!(r.good, Some(good));
+    }
+}

@@ -455,7 +455,7 @@ fn package_view(o: &Outcome) -> Option<ActionView> {
         return None;
     }
     Some(ActionView {
-        action: if d.action == "upgrade" {
+        action: if d.action == crate::package::PackageAction::Upgrade {
             "upgrade-package"
         } else {
             "install-package"

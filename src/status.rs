@@ -22,8 +22,9 @@ pub const FILE: &str = "/run/vmagent/status.json";
 /// Health as stored and shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthView {
-    /// `ready`, `starting`, `degraded`, `failed` or `unknown`.
-    pub state: String,
+    /// `ready`, `starting`, `degraded`, `failed` or `unknown` (a name this version does
+    /// not know reads as `unknown`).
+    pub state: State,
     /// Failure kind (`token-rejected`, ...), when not ready.
     pub reason: Option<String>,
     /// The kind's one-line summary.
@@ -52,7 +53,7 @@ impl HealthView {
     /// The view of a health that has been in its state since `since`.
     pub fn of(h: &Health, since: i64) -> Self {
         HealthView {
-            state: h.state.name().into(),
+            state: h.state,
             reason: h.failure.map(|f| f.name().into()),
             summary: h.failure.map(|f| f.summary().into()),
             hint: h.failure.map(|f| f.hint().into()),
@@ -66,17 +67,71 @@ impl HealthView {
         }
     }
 
-    /// The one-line verdict.
+    /// The one-line verdict (worded by [`State::line`], like [`Health::line`]).
     pub fn line(&self) -> String {
-        match (&self.reason, &self.summary) {
-            (Some(r), Some(s)) if self.state != "ready" => format!("{}: {r}: {s}", self.state),
-            _ => match (&self.stage, self.state.as_str()) {
-                (_, "ready") => "ready: the proxy is in the mesh".into(),
-                (Some(st), "starting") => format!("starting: {st}"),
-                (_, "unknown") => {
-                    "unknown: no health recorded here yet (no live `vmagent apply` has run)".into()
-                }
-                _ => self.state.clone(),
+        let failure = match (&self.reason, &self.summary) {
+            (Some(r), Some(s)) => Some((r.as_str(), s.as_str())),
+            _ => None,
+        };
+        self.state.line(failure, self.stage.as_deref())
+    }
+}
+
+/// How the last apply ended. Stored as one string (`applied`, `up-to-date`,
+/// `rolled-back` or `error: MESSAGE`), the form status.json has always had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum ApplyResult {
+    /// Files were written or the package installed.
+    Applied,
+    /// Nothing needed changing.
+    UpToDate,
+    /// The daemon went back to the last-known-good bundle.
+    RolledBack,
+    /// The apply failed; the message says why.
+    Error(String),
+    /// A value this version does not know (a status file written by another version,
+    /// or edited): kept and shown verbatim rather than refusing the whole file.
+    Other(String),
+}
+
+impl ApplyResult {
+    /// The free text in it (masked by [`Status::redact`]), if any.
+    fn text_mut(&mut self) -> Option<&mut String> {
+        match self {
+            ApplyResult::Error(t) | ApplyResult::Other(t) => Some(t),
+            ApplyResult::Applied | ApplyResult::UpToDate | ApplyResult::RolledBack => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ApplyResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyResult::Applied => f.write_str("applied"),
+            ApplyResult::UpToDate => f.write_str("up-to-date"),
+            ApplyResult::RolledBack => f.write_str("rolled-back"),
+            ApplyResult::Error(e) => write!(f, "error: {e}"),
+            ApplyResult::Other(t) => f.write_str(t),
+        }
+    }
+}
+
+impl From<ApplyResult> for String {
+    fn from(r: ApplyResult) -> String {
+        r.to_string()
+    }
+}
+
+impl From<String> for ApplyResult {
+    fn from(s: String) -> ApplyResult {
+        match s.as_str() {
+            "applied" => ApplyResult::Applied,
+            "up-to-date" => ApplyResult::UpToDate,
+            "rolled-back" => ApplyResult::RolledBack,
+            _ => match s.strip_prefix("error: ") {
+                Some(e) => ApplyResult::Error(e.to_string()),
+                None => ApplyResult::Other(s),
             },
         }
     }
@@ -87,8 +142,8 @@ impl HealthView {
 pub struct LastApply {
     /// When it ended, RFC 3339.
     pub at: String,
-    /// `applied` or `up-to-date`.
-    pub result: String,
+    /// How it ended.
+    pub result: ApplyResult,
     /// Its exit code.
     pub exit_code: u8,
     /// The bundle it applied.
@@ -221,11 +276,10 @@ impl Status {
             )
             .chain(self.unreadable.iter_mut())
             .chain(self.warnings.iter_mut())
-            .chain(
-                self.last_apply
-                    .iter_mut()
-                    .flat_map(|a| [&mut a.result, &mut a.bundle]),
-            )
+            .chain(self.last_apply.iter_mut().flat_map(|a| {
+                let LastApply { result, bundle, .. } = a;
+                [result.text_mut(), Some(bundle)].into_iter().flatten()
+            }))
             .chain(
                 self.bundle
                     .iter_mut()
@@ -322,13 +376,10 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
     let mut health = stored
         .as_ref()
         .map(|s| s.health.clone())
-        .unwrap_or_else(|| HealthView {
-            state: State::Unknown.name().into(),
-            ..HealthView::default()
-        });
+        .unwrap_or_default();
     let t = now();
     let since_if = |h: &HealthView, state: State| {
-        if h.state == state.name() {
+        if h.state == state {
             h.since_unix.unwrap_or(t)
         } else {
             t
@@ -362,7 +413,7 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
         (Some(p), u) => {
             // Up but not ready: the stored reason (from the log) stands, unless it
             // claimed ready.
-            if health.state == State::Ready.name() || health.state == State::Unknown.name() {
+            if matches!(health.state, State::Ready | State::Unknown) {
                 let mut h = Health::unknown();
                 h.state = State::Degraded;
                 h.failure = Some(Failure::NotReady);
@@ -385,46 +436,5 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redact_masks_url_secrets_in_every_text_field() {
-        let secret_url = "https://u:pa55word@h/b.tar?access_token=S3cr3tTok&x=1";
-        let said = format!("polling {secret_url} failed");
-        let mut s = Status::new(HealthView {
-            state: "degraded".into(),
-            evidence: vec![said.clone()],
-            summary: Some(said.clone()),
-            ..HealthView::default()
-        });
-        s.warnings.push(said.clone());
-        s.unreadable.push(said.clone());
-        s.last_apply = Some(LastApply {
-            at: "t".into(),
-            result: format!("error: {said}"),
-            exit_code: 2,
-            bundle: secret_url.into(),
-        });
-        s.bundle = Some(BundleView {
-            current: None,
-            last_known_good: None,
-            trial: None,
-            rejected: Some(crate::daemon::store::Rejected {
-                digest: "d".into(),
-                reason: said,
-                at: "t".into(),
-            }),
-        });
-        s.redact();
-        let json = serde_json::to_string(&s).unwrap();
-        assert!(
-            !json.contains("pa55word") && !json.contains("S3cr3tTok"),
-            "{json}"
-        );
-        assert!(
-            json.contains("https://***@h/b.tar?access_token=***&x=1"),
-            "{json}"
-        );
-    }
-}
+#[path = "status_tests.rs"]
+mod tests;

@@ -32,8 +32,12 @@ pub struct Options {
     pub lock_timeout: Duration,
 }
 
-fn io_err(what: &str, e: impl std::fmt::Display) -> RunError {
-    RunError::Unsupported(format!("{what}: {e}"))
+/// An I/O failure is exit 1 (`RunError::Io`), never "unsupported" (exit 4).
+fn io_err(what: &str, source: std::io::Error) -> RunError {
+    RunError::Io {
+        path: what.to_string(),
+        source,
+    }
 }
 
 fn purge_leftovers(root: &Root, dry_run: bool, steps: &mut Vec<String>) -> Result<(), RunError> {
@@ -87,11 +91,11 @@ fn hosts_step(
         return Ok(());
     };
     let original = record.hosts_original();
+    // Something on disk in the way that only an admin can sort out: exit 4.
     let restored = hosts::restore(&data, &original).map_err(|e| {
-        io_err(
-            &format!("{sys}: damaged managed block"),
-            format!("{e}; fix or remove the vmagent-managed block by hand, then re-run"),
-        )
+        RunError::Unsupported(format!(
+            "{sys}: damaged managed block: {e}; fix or remove the vmagent-managed block by hand, then re-run"
+        ))
     })?;
     let adopted: usize = original.adopted.iter().map(Vec::len).sum();
     let back = match adopted {

@@ -38,7 +38,7 @@ use crate::layout;
 use crate::root::Root;
 use crate::run::{self, exit, ApplyOptions, Status as RunStatus};
 use crate::service;
-use crate::status::{BundleView, HealthView, LastApply, Status};
+use crate::status::{ApplyResult, BundleView, HealthView, LastApply, Status};
 use crate::timefmt;
 use remote::{Polled, Remote};
 use store::{Rejected, Store, Trial};
@@ -487,11 +487,10 @@ impl Daemon {
                 self.last_apply = Some(LastApply {
                     at,
                     result: if o.status == RunStatus::Applied {
-                        "applied"
+                        ApplyResult::Applied
                     } else {
-                        "up-to-date"
-                    }
-                    .into(),
+                        ApplyResult::UpToDate
+                    },
                     exit_code: exit::OK,
                     bundle: crate::redact::url(&b),
                 });
@@ -517,7 +516,7 @@ impl Daemon {
         tracing::error!(reason = why, error = %error, exit_code = code, retry_secs = retry.as_secs(), "reconcile failed; retrying");
         self.last_apply = Some(LastApply {
             at: timefmt::rfc3339(timefmt::now()),
-            result: format!("error: {}", crate::bundle::printable(error, 300)),
+            result: ApplyResult::Error(crate::bundle::printable(error, 300)),
             exit_code: code,
             bundle: crate::redact::url(bundle),
         });
@@ -634,7 +633,7 @@ impl Daemon {
         self.reconcile("rollback");
         if let Some(l) = &mut self.last_apply {
             if l.exit_code == exit::OK {
-                l.result = "rolled-back".into();
+                l.result = ApplyResult::RolledBack;
             }
         }
         self.publish();

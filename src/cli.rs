@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::package::Request as PackageRequest;
-use crate::report::{self, Document, Format};
+use crate::report::{self, CommandResult, Document, Format};
 use crate::run::{self, exit, ApplyOptions, RunError};
 
 /// vmagent brings this VM into an Istio service mesh from an
@@ -361,7 +361,7 @@ fn check(c: CheckArgs) -> u8 {
             match c.output {
                 Format::Json => {
                     let mut d = Document::new("check").with_bundle(&b);
-                    d.result = "valid";
+                    d.result = CommandResult::Valid;
                     d.warnings = b.warnings.clone();
                     d.print_json();
                 }
@@ -400,9 +400,9 @@ fn recover(r: RecoverArgs) -> u8 {
                 Format::Json => {
                     let mut d = Document::new("recover");
                     d.result = if found.is_some() {
-                        "recovered"
+                        CommandResult::Recovered
                     } else {
-                        "nothing-to-recover"
+                        CommandResult::NothingToRecover
                     };
                     d.recovered = found.unwrap_or_default();
                     d.print_json();
@@ -432,9 +432,9 @@ fn discard_journal(r: RecoverArgs) -> u8 {
                 Format::Json => {
                     let mut d = Document::new("recover");
                     d.result = if aside.is_some() {
-                        "journal-discarded"
+                        CommandResult::JournalDiscarded
                     } else {
-                        "nothing-to-recover"
+                        CommandResult::NothingToRecover
                     };
                     d.print_json();
                 }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::health::probe::{Probe, Prober};
 use crate::health::{Failure, Health, State};
@@ -18,6 +19,32 @@ pub const DIR: &str = "/run/vmagent";
 
 /// The status file.
 pub const FILE: &str = "/run/vmagent/status.json";
+
+/// The status file cannot be read or written.
+#[derive(Debug, Error)]
+pub enum StatusError {
+    /// It is there but is not a status document (damaged, or not vmagent's).
+    #[error(
+        "{path}: damaged ({source}); it is rewritten on the next health change (or remove it)"
+    )]
+    Damaged {
+        /// Host path.
+        path: PathBuf,
+        /// What the parser said.
+        source: serde_json::Error,
+    },
+    /// The document could not be rendered as JSON.
+    #[error("cannot render the status document as JSON: {0}")]
+    Encode(serde_json::Error),
+    /// Reading or writing it failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Host path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
 
 /// Health as stored and shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,16 +269,16 @@ impl Status {
     }
 
     /// Reads the status file: `Ok(None)` when there is none.
-    pub fn load(root: &Root) -> Result<Option<Status>, String> {
+    pub fn load(root: &Root) -> Result<Option<Status>, StatusError> {
         let Some(p) = Status::path(root) else {
             return Ok(None);
         };
         match std::fs::read(&p) {
             Ok(d) => serde_json::from_slice(&d)
                 .map(Some)
-                .map_err(|e| format!("{}: damaged ({e})", p.display())),
+                .map_err(|source| StatusError::Damaged { path: p, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", p.display())),
+            Err(source) => Err(StatusError::Io { path: p, source }),
         }
     }
 
@@ -293,16 +320,16 @@ impl Status {
 
     /// Writes the status file atomically (0644: health is no secret; URL secrets are
     /// masked first, see [`Status::redact`]).
-    pub fn store(&mut self, root: &Root) -> Result<(), String> {
+    pub fn store(&mut self, root: &Root) -> Result<(), StatusError> {
         self.updated = rfc3339(now());
         self.redact();
         let dir = crate::apply::ensure_dir(root, Path::new(DIR), 0o755)
-            .map_err(|(p, e)| format!("{}: {e}", p.display()))?;
+            .map_err(|(path, source)| StatusError::Io { path, source })?;
         let p = dir.join("status.json");
-        let mut data = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        let mut data = serde_json::to_vec_pretty(self).map_err(StatusError::Encode)?;
         data.push(b'\n');
         crate::fsx::write_atomic(&p, &data, 0o644, None)
-            .map_err(|e| format!("{}: {e}", p.display()))
+            .map_err(|source| StatusError::Io { path: p, source })
     }
 
     /// Fills in the facts read from the root (token, certificates, package).
@@ -360,7 +387,7 @@ impl Status {
 pub fn current(root: &Root, ready_url: &str) -> Status {
     let mut unreadable = Vec::new();
     let stored = Status::load(root).unwrap_or_else(|e| {
-        unreadable.push(e);
+        unreadable.push(e.to_string());
         None
     });
     let (sc, mode) = crate::service::Systemctl::for_root(root);

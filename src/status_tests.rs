@@ -156,3 +156,21 @@ fn package_decision_values_are_pinned() {
         assert_eq!(serde_json::to_value(a).unwrap(), name);
     }
 }
+
+/// `result` of `--output json` (apply, check, recover) is pinned the same way.
+#[test]
+fn command_results_are_pinned() {
+    use crate::report::CommandResult as R;
+    for (r, name) in [
+        (R::Applied, "applied"),
+        (R::UpToDate, "up-to-date"),
+        (R::Planned, "planned"),
+        (R::Valid, "valid"),
+        (R::Recovered, "recovered"),
+        (R::NothingToRecover, "nothing-to-recover"),
+        (R::JournalDiscarded, "journal-discarded"),
+        (R::Error, "error"),
+    ] {
+        assert_eq!(serde_json::to_value(r).unwrap(), name);
+    }
+}

@@ -32,6 +32,17 @@ pub struct Options {
     pub lock_timeout: Duration,
 }
 
+/// A directory where vmagent restores or removes a file is something in the way only
+/// the admin can sort out: exit 4 (README, "Exit codes"), not an I/O failure (exit 1).
+fn in_the_way(sys: &str, m: Option<fsx::Meta>) -> Result<(), RunError> {
+    match m {
+        Some(m) if m.kind == Kind::Dir => Err(RunError::Unsupported(format!(
+            "{sys} is a directory where vmagent expects a file: move it away, then run `vmagent uninstall` again"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// An I/O failure is exit 1 (`RunError::Io`), never "unsupported" (exit 4).
 fn io_err(what: &str, source: std::io::Error) -> RunError {
     RunError::Io {
@@ -85,6 +96,7 @@ fn hosts_step(
 ) -> Result<(), RunError> {
     let sys = layout::HOSTS;
     let host = root.resolve_parent(Path::new(sys))?;
+    in_the_way(sys, fsx::meta(&host).map_err(|e| io_err(sys, e))?)?;
     // apply's own limit: a file apply accepted is never refused on the way out.
     let Some(data) = fsx::read_file(&host, crate::plan::READ_LIMIT).map_err(|e| io_err(sys, e))?
     else {
@@ -142,6 +154,7 @@ fn file_step(
     // The final component is never followed: a link is restored or removed itself.
     let host = root.resolve_parent(Path::new(sys))?;
     let now = fsx::meta(&host).map_err(|e| io_err(sys, e))?;
+    in_the_way(sys, now)?;
     if !o.existed {
         if now.is_some() {
             steps.push(format!("remove {sys}"));

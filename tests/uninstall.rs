@@ -281,3 +281,22 @@ fn an_io_failure_is_exit_1_not_unsupported() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("state.json"), "{err}");
 }
+
+/// A directory where vmagent expects a file (here /etc/hosts) is something in the way:
+/// exit 4 with the path and what to do, not the I/O failure exit 1.
+#[test]
+fn a_directory_in_the_way_is_exit_4() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir_all(t.path().join("etc/hosts")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vmagent"))
+        .args(["uninstall", "--root", t.path().to_str().unwrap()])
+        .env_remove("VMAGENT_FAULT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("/etc/hosts is a directory") && err.contains("move it away"),
+        "{err}"
+    );
+}

@@ -301,11 +301,7 @@ fn status(s: StatusArgs) -> u8 {
         },
         Format::Text => report::out(&report::status_text(&st)),
     }
-    match (st.health.state, st.health.exit_code) {
-        (crate::health::State::Ready, _) => exit::OK,
-        (_, Some(c)) => c,
-        _ => crate::health::Failure::NotReady.exit_code(),
-    }
+    st.health.exit_code()
 }
 
 fn fail(doc: Document, e: &RunError, format: Format) -> u8 {

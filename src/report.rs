@@ -360,9 +360,10 @@ pub fn status_text(st: &crate::status::Status) -> String {
         .as_deref()
         .map(|t| format!(" (since {t})"))
         .unwrap_or_default();
-    let _ = writeln!(s, "{}{since}", h.line());
+    // Read back from a file: its text is shown printable, like the evidence.
+    let _ = writeln!(s, "{}{since}", crate::bundle::printable(&h.line(), 600));
     if let Some(hint) = &h.hint {
-        let _ = writeln!(s, "  hint: {hint}");
+        let _ = writeln!(s, "  hint: {}", crate::bundle::printable(hint, 600));
     }
     for e in &h.evidence {
         let _ = writeln!(s, "  evidence: {}", crate::bundle::printable(e, 600));

@@ -94,6 +94,22 @@ impl HealthView {
         }
     }
 
+    /// The exit code of `vmagent status` for this health: 0 when ready, else the failure
+    /// kind's code (10 when none is known). Derived from the state and the kind's name,
+    /// never from the stored `exit_code`: a forged or stale file must not turn a failed
+    /// proxy into exit 0.
+    pub fn exit_code(&self) -> u8 {
+        match self.state {
+            State::Ready => crate::run::exit::OK,
+            _ => self
+                .reason
+                .as_deref()
+                .and_then(Failure::from_name)
+                .unwrap_or(Failure::NotReady)
+                .exit_code(),
+        }
+    }
+
     /// The one-line verdict (worded by [`State::line`], like [`Health::line`]).
     pub fn line(&self) -> String {
         let failure = match (&self.reason, &self.summary) {
@@ -453,6 +469,12 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
         }
         (None, _) => {}
     }
+    // The stored number is not trusted: it follows from the kind, as when written.
+    health.exit_code = health
+        .reason
+        .as_deref()
+        .and_then(Failure::from_name)
+        .map(Failure::exit_code);
     let mut s = Status::new(health);
     s.unreadable = unreadable;
     s.enabled = enabled;

@@ -104,6 +104,11 @@ impl Failure {
         }
     }
 
+    /// The kind named `name` (its kebab-case name, as in status.json), if any.
+    pub fn from_name(name: &str) -> Option<Failure> {
+        Failure::ALL.into_iter().find(|f| f.name() == name)
+    }
+
     /// The process exit code of `apply --wait` ending with this failure (README).
     pub fn exit_code(self) -> u8 {
         match self {

@@ -124,6 +124,7 @@ impl RunError {
                 lock::LockError::Timeout { .. } | lock::LockError::DaemonRunning { .. },
             ) => exit::BUSY,
             RunError::Lock(_) => exit::FAILED,
+            RunError::Plan(PlanError::Io { .. }) => exit::FAILED,
             RunError::Plan(_) | RunError::Unsupported(_) => exit::PREREQUISITE,
             RunError::Config(_) => exit::INVALID,
             RunError::Package(e) => e.exit_code(),
@@ -565,5 +566,27 @@ mod tests {
         );
         assert!(msg.contains("`vmagent uninstall`"), "{msg}");
         assert_eq!(e.exit_code(), exit::FAILED);
+    }
+
+    /// An OS failure while planning is exit 1; only something in the way is exit 4
+    /// (before, every read or inspection failure was "in the way").
+    #[test]
+    fn plan_io_failures_are_exit_1_and_things_in_the_way_exit_4() {
+        let os = |code| std::io::Error::from_raw_os_error(code);
+        for (e, want) in [
+            (os(libc::EIO), exit::FAILED),
+            (os(libc::EACCES), exit::FAILED),
+            (os(libc::ENOTDIR), exit::PREREQUISITE),
+            (os(libc::ELOOP), exit::PREREQUISITE),
+            (
+                std::io::Error::other("not a regular file"),
+                exit::PREREQUISITE,
+            ),
+        ] {
+            let shown = e.to_string();
+            let err = RunError::Plan(plan::io_failed("/etc/hosts", "read", e));
+            assert_eq!(err.exit_code(), want, "{shown}: {err}");
+            assert!(err.to_string().contains("/etc/hosts"), "{err}");
+        }
     }
 }

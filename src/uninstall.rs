@@ -43,8 +43,14 @@ fn in_the_way(sys: &str, m: Option<fsx::Meta>) -> Result<(), RunError> {
     }
 }
 
-/// An I/O failure is exit 1 (`RunError::Io`), never "unsupported" (exit 4).
+/// An I/O failure is exit 1 (`RunError::Io`); only something in the way (see
+/// [`crate::plan::in_the_way`]) is exit 4.
 fn io_err(what: &str, source: std::io::Error) -> RunError {
+    if crate::plan::in_the_way(&source) {
+        return RunError::Unsupported(format!(
+            "{what}: {source}: something is in the way; move it, then run `vmagent uninstall` again"
+        ));
+    }
     RunError::Io {
         path: what.to_string(),
         source,

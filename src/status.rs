@@ -429,5 +429,4 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
 }
 
 #[cfg(test)]
-#[path = "status_tests.rs"]
 mod tests;

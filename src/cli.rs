@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::package::Request as PackageRequest;
-use crate::report::{self, Document, Format};
+use crate::report::{self, CommandResult, Document, Format};
 use crate::run::{self, exit, ApplyOptions, RunError};
 
 /// vmagent brings this VM into an Istio service mesh from an
@@ -87,14 +87,19 @@ pub enum ConfigAction {
     },
 }
 
+/// Largest value of the seconds flags (`--wait`, `--lock-timeout`): a day. More is a
+/// typo, and would overflow the deadline arithmetic (`Instant + Duration` panics).
+pub const MAX_FLAG_SECS: u64 = 86_400;
+
 /// Where to work.
 #[derive(Debug, Args)]
 pub struct RootArgs {
     /// Target root directory (an image or test tree); every path is resolved inside it.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
-    /// Seconds to wait for another vmagent holding the lock.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    /// Seconds to wait for another vmagent holding the lock (0 to 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_FLAG_SECS))]
     pub lock_timeout: u64,
 }
 
@@ -129,8 +134,8 @@ pub struct ApplyArgs {
     #[arg(long, conflicts_with = "wait")]
     pub no_start: bool,
     /// Seconds to wait for the proxy to become ready (0: do not wait) [default: the
-    /// config's health.wait_secs, 180].
-    #[arg(long, value_name = "SECS")]
+    /// config's health.wait_secs, 180; at most 86400].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=MAX_FLAG_SECS))]
     pub wait: Option<u64>,
     /// Do not manage owners (for when user istio-proxy does not exist and will not).
     #[arg(long)]
@@ -296,11 +301,7 @@ fn status(s: StatusArgs) -> u8 {
         },
         Format::Text => report::out(&report::status_text(&st)),
     }
-    match (st.health.state.as_str(), st.health.exit_code) {
-        ("ready", _) => exit::OK,
-        (_, Some(c)) => c,
-        _ => crate::health::Failure::NotReady.exit_code(),
-    }
+    st.health.exit_code()
 }
 
 fn fail(doc: Document, e: &RunError, format: Format) -> u8 {
@@ -356,7 +357,7 @@ fn check(c: CheckArgs) -> u8 {
             match c.output {
                 Format::Json => {
                     let mut d = Document::new("check").with_bundle(&b);
-                    d.result = "valid";
+                    d.result = CommandResult::Valid;
                     d.warnings = b.warnings.clone();
                     d.print_json();
                 }
@@ -395,9 +396,9 @@ fn recover(r: RecoverArgs) -> u8 {
                 Format::Json => {
                     let mut d = Document::new("recover");
                     d.result = if found.is_some() {
-                        "recovered"
+                        CommandResult::Recovered
                     } else {
-                        "nothing-to-recover"
+                        CommandResult::NothingToRecover
                     };
                     d.recovered = found.unwrap_or_default();
                     d.print_json();
@@ -427,9 +428,9 @@ fn discard_journal(r: RecoverArgs) -> u8 {
                 Format::Json => {
                     let mut d = Document::new("recover");
                     d.result = if aside.is_some() {
-                        "journal-discarded"
+                        CommandResult::JournalDiscarded
                     } else {
-                        "nothing-to-recover"
+                        CommandResult::NothingToRecover
                     };
                     d.print_json();
                 }

@@ -43,6 +43,29 @@ pub struct CertView {
     pub expires_in_seconds: i64,
 }
 
+/// How a command ended, as `result` in `--output json` (kebab-case names, pinned by a
+/// test: scripts parse them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandResult {
+    /// Changes were made.
+    Applied,
+    /// Nothing differed.
+    UpToDate,
+    /// A dry run's plan.
+    Planned,
+    /// `check`: the bundle is valid.
+    Valid,
+    /// `recover` rolled an interrupted apply back.
+    Recovered,
+    /// `recover` found no journal.
+    NothingToRecover,
+    /// `recover --discard-journal` moved the journal aside.
+    JournalDiscarded,
+    /// The command failed (`error` says why).
+    Error,
+}
+
 /// The JSON document (`--output json`). Fields are only ever added, never renamed.
 #[derive(Debug, Serialize)]
 pub struct Document {
@@ -50,8 +73,8 @@ pub struct Document {
     pub vmagent: &'static str,
     /// The subcommand.
     pub command: &'static str,
-    /// `applied`, `up-to-date`, `planned`, `valid`, `recovered`, `nothing-to-recover` or `error`.
-    pub result: &'static str,
+    /// How it ended.
+    pub result: CommandResult,
     /// Exit code of the process.
     pub exit_code: u8,
     /// Actions (planned or applied).
@@ -84,7 +107,7 @@ impl Document {
         Document {
             vmagent: env!("CARGO_PKG_VERSION"),
             command,
-            result: "error",
+            result: CommandResult::Error,
             exit_code: 0,
             actions: vec![],
             notes: vec![],
@@ -121,9 +144,9 @@ impl Document {
     pub fn from_outcome(o: &Outcome, diffs: bool) -> Self {
         let mut d = Document::new("apply").with_bundle(&o.bundle);
         d.result = match o.status {
-            Status::Applied => "applied",
-            Status::UpToDate => "up-to-date",
-            Status::Planned => "planned",
+            Status::Applied => CommandResult::Applied,
+            Status::UpToDate => CommandResult::UpToDate,
+            Status::Planned => CommandResult::Planned,
         };
         d.actions = package_view(o)
             .into_iter()
@@ -147,7 +170,7 @@ impl Document {
 
     /// Records a failure.
     pub fn failed(mut self, e: &RunError) -> Self {
-        self.result = "error";
+        self.result = CommandResult::Error;
         self.exit_code = e.exit_code();
         self.error = Some(e.to_string());
         self
@@ -337,9 +360,10 @@ pub fn status_text(st: &crate::status::Status) -> String {
         .as_deref()
         .map(|t| format!(" (since {t})"))
         .unwrap_or_default();
-    let _ = writeln!(s, "{}{since}", h.line());
+    // Read back from a file: its text is shown printable, like the evidence.
+    let _ = writeln!(s, "{}{since}", crate::bundle::printable(&h.line(), 600));
     if let Some(hint) = &h.hint {
-        let _ = writeln!(s, "  hint: {hint}");
+        let _ = writeln!(s, "  hint: {}", crate::bundle::printable(hint, 600));
     }
     for e in &h.evidence {
         let _ = writeln!(s, "  evidence: {}", crate::bundle::printable(e, 600));
@@ -455,7 +479,7 @@ fn package_view(o: &Outcome) -> Option<ActionView> {
         return None;
     }
     Some(ActionView {
-        action: if d.action == "upgrade" {
+        action: if d.action == crate::package::PackageAction::Upgrade {
             "upgrade-package"
         } else {
             "install-package"

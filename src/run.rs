@@ -15,7 +15,7 @@ use crate::package::{self, PackageError};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
 use crate::root::{Root, RootError};
 use crate::service::{self, ServiceError};
-use crate::status::{HealthView, LastApply, Status as StatusDoc};
+use crate::status::{ApplyResult, HealthView, LastApply, Status as StatusDoc};
 use crate::timefmt;
 
 /// Everything that can stop a run, each mapped to an exit code.
@@ -36,9 +36,30 @@ pub enum RunError {
     /// Another apply held the lock too long (exit 3).
     #[error(transparent)]
     Lock(#[from] lock::LockError),
-    /// A step this version cannot do yet (exit 4).
+    /// A step this version cannot do, or something on disk in the way that only an
+    /// admin can resolve (exit 4).
     #[error("{0}")]
     Unsupported(String),
+    /// A file could not be read or changed (exit 1): an I/O failure, not a missing
+    /// prerequisite.
+    #[error("{path}: {source}; fix the cause (permissions, an immutable attribute, a read-only or full file system), then run the command again")]
+    Io {
+        /// The path (system view) it concerns.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The record of what the destinations held before vmagent (for `vmagent
+    /// uninstall`) could not be written; no file of the bundle was written (exit 1).
+    #[error("cannot record the original files for `vmagent uninstall` in {dir}: {source}; no file of the bundle was written. To fix: make {dir} writable (free space, permissions), then apply again")]
+    Record {
+        /// The record's directory.
+        dir: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The config file is invalid (exit 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -50,7 +71,7 @@ pub enum RunError {
     Service(#[from] ServiceError),
     /// A failure after the package was installed (the package stays).
     #[error(
-        "{cause} (the istio-sidecar package was installed by `{command}` and stays installed)"
+        "{cause} (the istio-sidecar package was installed by `{command}` and stays installed: apply again once the cause is fixed, or remove it with `vmagent uninstall`)"
     )]
     AfterPackage {
         /// The failure.
@@ -95,11 +116,15 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Bundle(_) => exit::INVALID,
-            RunError::Root(_) | RunError::Apply(_) => exit::FAILED,
+            RunError::Root(_)
+            | RunError::Apply(_)
+            | RunError::Io { .. }
+            | RunError::Record { .. } => exit::FAILED,
             RunError::Lock(
                 lock::LockError::Timeout { .. } | lock::LockError::DaemonRunning { .. },
             ) => exit::BUSY,
             RunError::Lock(_) => exit::FAILED,
+            RunError::Plan(PlanError::Io { .. }) => exit::FAILED,
             RunError::Plan(_) | RunError::Unsupported(_) => exit::PREREQUISITE,
             RunError::Config(_) => exit::INVALID,
             RunError::Package(e) => e.exit_code(),
@@ -407,13 +432,13 @@ fn watch(
         doc.read_facts(root);
     }
     let result = match o.status {
-        Status::Applied => "applied",
-        _ => "up-to-date",
+        Status::Applied => ApplyResult::Applied,
+        _ => ApplyResult::UpToDate,
     };
     let last = |doc: &mut StatusDoc, h: &Health, since: i64| {
         // A new stage or evidence line is not a new state: `since` stays.
         let since = match doc.health.since_unix {
-            Some(t) if doc.health.state == h.state.name() => t,
+            Some(t) if doc.health.state == h.state => t,
             _ => since,
         };
         doc.health = HealthView::of(h, since);
@@ -425,7 +450,7 @@ fn watch(
         .exit_code();
         doc.last_apply = Some(LastApply {
             at: timefmt::rfc3339(timefmt::now()),
-            result: result.into(),
+            result: result.clone(),
             exit_code: code,
             bundle: bundle.display().to_string(),
         });
@@ -472,11 +497,11 @@ fn note_dirs(root: &Root, missing: &[String]) -> Result<(), RunError> {
 }
 
 fn pristine_err(root: &Root, source: std::io::Error) -> RunError {
-    apply::ApplyError::Journal {
+    // Not the undo journal, and (after the package step) not "nothing was changed".
+    RunError::Record {
         dir: format!("{}/{}", root.state_dir().display(), crate::pristine::DIR),
         source,
     }
-    .into()
 }
 
 /// A failure after the package was installed says so: the package is not rolled back.
@@ -518,4 +543,50 @@ pub fn discard_journal(
     };
     let _lock = lock::acquire(&dir.join("lock"), lock_timeout, waiting)?;
     Ok(apply::discard(&root)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record failing after the package step must not claim nothing changed: the
+    /// package is installed and stays, and the message says how to undo it.
+    #[test]
+    fn record_failure_after_the_package_says_what_changed() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = after_package(pristine_err(&root, io), &Some("dpkg -i /x.deb".into()));
+        let msg = e.to_string();
+        assert!(!msg.contains("nothing was changed"), "{msg}");
+        assert!(msg.contains("no file of the bundle was written"), "{msg}");
+        assert!(
+            msg.contains("installed by `dpkg -i /x.deb` and stays installed"),
+            "{msg}"
+        );
+        assert!(msg.contains("`vmagent uninstall`"), "{msg}");
+        assert_eq!(e.exit_code(), exit::FAILED);
+    }
+
+    /// An OS failure while planning is exit 1; only something in the way is exit 4
+    /// (before, every read or inspection failure was "in the way").
+    #[test]
+    fn plan_io_failures_are_exit_1_and_things_in_the_way_exit_4() {
+        let os = |code| std::io::Error::from_raw_os_error(code);
+        for (e, want) in [
+            (os(libc::EIO), exit::FAILED),
+            (os(libc::EACCES), exit::FAILED),
+            (os(libc::ENOTDIR), exit::PREREQUISITE),
+            (os(libc::ELOOP), exit::PREREQUISITE),
+            (
+                std::io::Error::other("not a regular file"),
+                exit::PREREQUISITE,
+            ),
+        ] {
+            let shown = e.to_string();
+            let err = RunError::Plan(plan::io_failed("/etc/hosts", "read", e));
+            assert_eq!(err.exit_code(), want, "{shown}: {err}");
+            assert!(err.to_string().contains("/etc/hosts"), "{err}");
+        }
+    }
 }

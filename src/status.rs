@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::health::probe::{Probe, Prober};
 use crate::health::{Failure, Health, State};
@@ -13,17 +14,48 @@ use crate::layout;
 use crate::root::Root;
 use crate::timefmt::{now, rfc3339};
 
+mod apply_result;
+
+pub use apply_result::ApplyResult;
+
 /// Directory of the status file.
 pub const DIR: &str = "/run/vmagent";
 
 /// The status file.
 pub const FILE: &str = "/run/vmagent/status.json";
 
+/// The status file cannot be read or written.
+#[derive(Debug, Error)]
+pub enum StatusError {
+    /// It is there but is not a status document (damaged, or not vmagent's).
+    #[error(
+        "{path}: damaged ({source}); it is rewritten on the next health change (or remove it)"
+    )]
+    Damaged {
+        /// Host path.
+        path: PathBuf,
+        /// What the parser said.
+        source: serde_json::Error,
+    },
+    /// The document could not be rendered as JSON.
+    #[error("cannot render the status document as JSON: {0}")]
+    Encode(serde_json::Error),
+    /// Reading or writing it failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Host path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
 /// Health as stored and shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthView {
-    /// `ready`, `starting`, `degraded`, `failed` or `unknown`.
-    pub state: String,
+    /// `ready`, `starting`, `degraded`, `failed` or `unknown` (a name this version does
+    /// not know reads as `unknown`).
+    pub state: State,
     /// Failure kind (`token-rejected`, ...), when not ready.
     pub reason: Option<String>,
     /// The kind's one-line summary.
@@ -52,7 +84,7 @@ impl HealthView {
     /// The view of a health that has been in its state since `since`.
     pub fn of(h: &Health, since: i64) -> Self {
         HealthView {
-            state: h.state.name().into(),
+            state: h.state,
             reason: h.failure.map(|f| f.name().into()),
             summary: h.failure.map(|f| f.summary().into()),
             hint: h.failure.map(|f| f.hint().into()),
@@ -66,19 +98,29 @@ impl HealthView {
         }
     }
 
-    /// The one-line verdict.
-    pub fn line(&self) -> String {
-        match (&self.reason, &self.summary) {
-            (Some(r), Some(s)) if self.state != "ready" => format!("{}: {r}: {s}", self.state),
-            _ => match (&self.stage, self.state.as_str()) {
-                (_, "ready") => "ready: the proxy is in the mesh".into(),
-                (Some(st), "starting") => format!("starting: {st}"),
-                (_, "unknown") => {
-                    "unknown: no health recorded here yet (no live `vmagent apply` has run)".into()
-                }
-                _ => self.state.clone(),
-            },
+    /// The exit code of `vmagent status` for this health: 0 when ready, else the failure
+    /// kind's code (10 when none is known). Derived from the state and the kind's name,
+    /// never from the stored `exit_code`: a forged or stale file must not turn a failed
+    /// proxy into exit 0.
+    pub fn exit_code(&self) -> u8 {
+        match self.state {
+            State::Ready => crate::run::exit::OK,
+            _ => self
+                .reason
+                .as_deref()
+                .and_then(Failure::from_name)
+                .unwrap_or(Failure::NotReady)
+                .exit_code(),
         }
+    }
+
+    /// The one-line verdict (worded by [`State::line`], like [`Health::line`]).
+    pub fn line(&self) -> String {
+        let failure = match (&self.reason, &self.summary) {
+            (Some(r), Some(s)) => Some((r.as_str(), s.as_str())),
+            _ => None,
+        };
+        self.state.line(failure, self.stage.as_deref())
     }
 }
 
@@ -87,8 +129,8 @@ impl HealthView {
 pub struct LastApply {
     /// When it ended, RFC 3339.
     pub at: String,
-    /// `applied` or `up-to-date`.
-    pub result: String,
+    /// How it ended.
+    pub result: ApplyResult,
     /// Its exit code.
     pub exit_code: u8,
     /// The bundle it applied.
@@ -187,16 +229,16 @@ impl Status {
     }
 
     /// Reads the status file: `Ok(None)` when there is none.
-    pub fn load(root: &Root) -> Result<Option<Status>, String> {
+    pub fn load(root: &Root) -> Result<Option<Status>, StatusError> {
         let Some(p) = Status::path(root) else {
             return Ok(None);
         };
         match std::fs::read(&p) {
             Ok(d) => serde_json::from_slice(&d)
                 .map(Some)
-                .map_err(|e| format!("{}: damaged ({e})", p.display())),
+                .map_err(|source| StatusError::Damaged { path: p, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", p.display())),
+            Err(source) => Err(StatusError::Io { path: p, source }),
         }
     }
 
@@ -221,11 +263,10 @@ impl Status {
             )
             .chain(self.unreadable.iter_mut())
             .chain(self.warnings.iter_mut())
-            .chain(
-                self.last_apply
-                    .iter_mut()
-                    .flat_map(|a| [&mut a.result, &mut a.bundle]),
-            )
+            .chain(self.last_apply.iter_mut().flat_map(|a| {
+                let LastApply { result, bundle, .. } = a;
+                [result.text_mut(), Some(bundle)].into_iter().flatten()
+            }))
             .chain(
                 self.bundle
                     .iter_mut()
@@ -239,16 +280,16 @@ impl Status {
 
     /// Writes the status file atomically (0644: health is no secret; URL secrets are
     /// masked first, see [`Status::redact`]).
-    pub fn store(&mut self, root: &Root) -> Result<(), String> {
+    pub fn store(&mut self, root: &Root) -> Result<(), StatusError> {
         self.updated = rfc3339(now());
         self.redact();
         let dir = crate::apply::ensure_dir(root, Path::new(DIR), 0o755)
-            .map_err(|(p, e)| format!("{}: {e}", p.display()))?;
+            .map_err(|(path, source)| StatusError::Io { path, source })?;
         let p = dir.join("status.json");
-        let mut data = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        let mut data = serde_json::to_vec_pretty(self).map_err(StatusError::Encode)?;
         data.push(b'\n');
         crate::fsx::write_atomic(&p, &data, 0o644, None)
-            .map_err(|e| format!("{}: {e}", p.display()))
+            .map_err(|source| StatusError::Io { path: p, source })
     }
 
     /// Fills in the facts read from the root (token, certificates, package).
@@ -306,7 +347,7 @@ impl Status {
 pub fn current(root: &Root, ready_url: &str) -> Status {
     let mut unreadable = Vec::new();
     let stored = Status::load(root).unwrap_or_else(|e| {
-        unreadable.push(e);
+        unreadable.push(e.to_string());
         None
     });
     let (sc, mode) = crate::service::Systemctl::for_root(root);
@@ -322,13 +363,10 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
     let mut health = stored
         .as_ref()
         .map(|s| s.health.clone())
-        .unwrap_or_else(|| HealthView {
-            state: State::Unknown.name().into(),
-            ..HealthView::default()
-        });
+        .unwrap_or_default();
     let t = now();
     let since_if = |h: &HealthView, state: State| {
-        if h.state == state.name() {
+        if h.state == state {
             h.since_unix.unwrap_or(t)
         } else {
             t
@@ -362,7 +400,7 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
         (Some(p), u) => {
             // Up but not ready: the stored reason (from the log) stands, unless it
             // claimed ready.
-            if health.state == State::Ready.name() || health.state == State::Unknown.name() {
+            if matches!(health.state, State::Ready | State::Unknown) {
                 let mut h = Health::unknown();
                 h.state = State::Degraded;
                 h.failure = Some(Failure::NotReady);
@@ -375,6 +413,12 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
         }
         (None, _) => {}
     }
+    // The stored number is not trusted: it follows from the kind, as when written.
+    health.exit_code = health
+        .reason
+        .as_deref()
+        .and_then(Failure::from_name)
+        .map(Failure::exit_code);
     let mut s = Status::new(health);
     s.unreadable = unreadable;
     s.enabled = enabled;
@@ -385,46 +429,4 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redact_masks_url_secrets_in_every_text_field() {
-        let secret_url = "https://u:pa55word@h/b.tar?access_token=S3cr3tTok&x=1";
-        let said = format!("polling {secret_url} failed");
-        let mut s = Status::new(HealthView {
-            state: "degraded".into(),
-            evidence: vec![said.clone()],
-            summary: Some(said.clone()),
-            ..HealthView::default()
-        });
-        s.warnings.push(said.clone());
-        s.unreadable.push(said.clone());
-        s.last_apply = Some(LastApply {
-            at: "t".into(),
-            result: format!("error: {said}"),
-            exit_code: 2,
-            bundle: secret_url.into(),
-        });
-        s.bundle = Some(BundleView {
-            current: None,
-            last_known_good: None,
-            trial: None,
-            rejected: Some(crate::lkg::Rejected {
-                digest: "d".into(),
-                reason: said,
-                at: "t".into(),
-            }),
-        });
-        s.redact();
-        let json = serde_json::to_string(&s).unwrap();
-        assert!(
-            !json.contains("pa55word") && !json.contains("S3cr3tTok"),
-            "{json}"
-        );
-        assert!(
-            json.contains("https://***@h/b.tar?access_token=***&x=1"),
-            "{json}"
-        );
-    }
-}
+mod tests;

@@ -32,8 +32,29 @@ pub struct Options {
     pub lock_timeout: Duration,
 }
 
-fn io_err(what: &str, e: impl std::fmt::Display) -> RunError {
-    RunError::Unsupported(format!("{what}: {e}"))
+/// A directory where vmagent restores or removes a file is something in the way only
+/// the admin can sort out: exit 4 (README, "Exit codes"), not an I/O failure (exit 1).
+fn in_the_way(sys: &str, m: Option<fsx::Meta>) -> Result<(), RunError> {
+    match m {
+        Some(m) if m.kind == Kind::Dir => Err(RunError::Unsupported(format!(
+            "{sys} is a directory where vmagent expects a file: move it away, then run `vmagent uninstall` again"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// An I/O failure is exit 1 (`RunError::Io`); only something in the way (see
+/// [`crate::plan::in_the_way`]) is exit 4.
+fn io_err(what: &str, source: std::io::Error) -> RunError {
+    if crate::plan::in_the_way(&source) {
+        return RunError::Unsupported(format!(
+            "{what}: {source}: something is in the way; move it, then run `vmagent uninstall` again"
+        ));
+    }
+    RunError::Io {
+        path: what.to_string(),
+        source,
+    }
 }
 
 fn purge_leftovers(root: &Root, dry_run: bool, steps: &mut Vec<String>) -> Result<(), RunError> {
@@ -81,17 +102,18 @@ fn hosts_step(
 ) -> Result<(), RunError> {
     let sys = layout::HOSTS;
     let host = root.resolve_parent(Path::new(sys))?;
+    in_the_way(sys, fsx::meta(&host).map_err(|e| io_err(sys, e))?)?;
     // apply's own limit: a file apply accepted is never refused on the way out.
     let Some(data) = fsx::read_file(&host, crate::plan::READ_LIMIT).map_err(|e| io_err(sys, e))?
     else {
         return Ok(());
     };
     let original = record.hosts_original();
+    // Something on disk in the way that only an admin can sort out: exit 4.
     let restored = hosts::restore(&data, &original).map_err(|e| {
-        io_err(
-            &format!("{sys}: damaged managed block"),
-            format!("{e}; fix or remove the vmagent-managed block by hand, then re-run"),
-        )
+        RunError::Unsupported(format!(
+            "{sys}: damaged managed block: {e}; fix or remove the vmagent-managed block by hand, then re-run"
+        ))
     })?;
     let adopted: usize = original.adopted.iter().map(Vec::len).sum();
     let back = match adopted {
@@ -138,6 +160,7 @@ fn file_step(
     // The final component is never followed: a link is restored or removed itself.
     let host = root.resolve_parent(Path::new(sys))?;
     let now = fsx::meta(&host).map_err(|e| io_err(sys, e))?;
+    in_the_way(sys, now)?;
     if !o.existed {
         if now.is_some() {
             steps.push(format!("remove {sys}"));

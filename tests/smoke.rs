@@ -16,3 +16,32 @@ fn example_applies_and_reapplies_as_noop() {
         .stdout(predicates::str::contains("up to date"));
     assert_same(&before, &root.snapshot(), "second apply");
 }
+
+/// Numeric flags are bounded: a huge value is a usage error naming the flag and the
+/// allowed range (exit 2), not an overflow panic in the deadline arithmetic.
+#[test]
+fn numeric_flags_are_bounded() {
+    for (flag, sub) in [
+        ("--wait", "apply"),
+        ("--lock-timeout", "apply"),
+        ("--lock-timeout", "uninstall"),
+        ("--lock-timeout", "recover"),
+    ] {
+        let mut args = vec![sub];
+        if sub == "apply" {
+            args.push("/nonexistent-bundle.tar");
+        }
+        args.extend(["--root", "/nonexistent-root", flag, "18446744073709551615"]);
+        let o = assert_cmd::Command::cargo_bin("vmagent")
+            .unwrap()
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("0..=86400") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}

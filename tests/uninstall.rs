@@ -243,3 +243,60 @@ fn purge_never_deletes_a_shared_directory_named_in_the_config() {
     );
     assert!(!root.at("/var/lib/vmagent").exists(), "{}", show(&o));
 }
+
+/// A real I/O failure (vmagent's state file made immutable, so removing it fails with
+/// EPERM) is exit 1 with the path named, not the "unsupported" exit 4 it used to be.
+#[test]
+fn an_io_failure_is_exit_1_not_unsupported() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("var/lib/vmagent");
+    fs::create_dir_all(&state).unwrap();
+    let f = state.join("state.json");
+    fs::write(&f, "{}\n").unwrap();
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&f)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i") {
+        eprintln!("skipped: chattr +i is not supported here (file system or capability)");
+        return;
+    }
+    // Made mutable again whatever happens, so the temporary root can be removed.
+    struct Mutable<F: Fn(&str) -> bool>(F);
+    impl<F: Fn(&str) -> bool> Drop for Mutable<F> {
+        fn drop(&mut self) {
+            (self.0)("-i");
+        }
+    }
+    let _undo = Mutable(chattr);
+    let o = Command::new(env!("CARGO_BIN_EXE_vmagent"))
+        .args(["uninstall", "--root", t.path().to_str().unwrap()])
+        .env_remove("VMAGENT_FAULT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("state.json"), "{err}");
+}
+
+/// A directory where vmagent expects a file (here /etc/hosts) is something in the way:
+/// exit 4 with the path and what to do, not the I/O failure exit 1.
+#[test]
+fn a_directory_in_the_way_is_exit_4() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir_all(t.path().join("etc/hosts")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vmagent"))
+        .args(["uninstall", "--root", t.path().to_str().unwrap()])
+        .env_remove("VMAGENT_FAULT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("/etc/hosts is a directory") && err.contains("move it away"),
+        "{err}"
+    );
+}

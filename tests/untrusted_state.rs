@@ -374,3 +374,38 @@ fn a_proxy_owned_link_at_a_destination_is_replaced() {
         example_member("root-cert.pem")
     );
 }
+
+/// status.json is read back by `vmagent status`: a forged or foreign one (a state this
+/// version does not know, an exit code that contradicts the state) neither panics nor
+/// decides the exit code; that follows from the state and the failure kind.
+#[test]
+fn a_forged_status_file_does_not_decide_the_exit_code() {
+    let cases = [
+        // (state, reason, stored exit_code, expected exit, expected shown state)
+        ("failed", Some("token-rejected"), 0, 11, "failed"),
+        ("exploded", None, 0, 10, "unknown"),
+        ("degraded", Some("no-such-kind"), 3, 10, "degraded"),
+        ("ready", None, 21, 0, "ready"),
+    ];
+    for (state, reason, stored, want, shown) in cases {
+        let root = TestRoot::new();
+        let f = root.at("/run/vmagent/status.json");
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        let doc = serde_json::json!({
+            "vmagent": "9.9.9", "updated": "x",
+            "health": {"state": state, "reason": reason, "summary": reason.map(|_| "s"),
+                       "exit_code": stored},
+            "token": null, "root_cert": null, "workload_cert": null,
+            "package_version": null, "enabled": null,
+            "last_apply": {"at": "t", "result": "half-applied", "exit_code": 0, "bundle": "b"}
+        });
+        fs::write(&f, doc.to_string()).unwrap();
+        let o = run(&["status", "--output", "json"], &root);
+        let ctx = format!("{state}/{reason:?}/{stored}: {}", show(&o));
+        assert_eq!(o.status.code(), Some(want), "{ctx}");
+        let st: serde_json::Value = serde_json::from_slice(&o.stdout).expect(&ctx);
+        assert_eq!(st["health"]["state"], shown, "{ctx}");
+        assert_eq!(st["last_apply"]["result"], "half-applied", "{ctx}");
+        assert!(!stderr(&o).contains("panicked"), "{ctx}");
+    }
+}

@@ -23,6 +23,12 @@ pub const DROPIN_DIR: &str = "/etc/vmagent/config.d";
 pub const DEFAULT_URL: &str =
     "https://blob.istio.io/istio-release/releases/{version}/{format}/istio-sidecar{arch_suffix}.{format}";
 
+/// Upper bound of the intervals and waits, in seconds (a day).
+const DAY: u64 = 86_400;
+
+/// Upper bound of the download timeouts, in seconds.
+const HOUR: u64 = 3_600;
+
 /// A config file that cannot be used.
 #[derive(Debug, Error)]
 #[error("config file '{path}': {reason}")]
@@ -307,9 +313,7 @@ impl Config {
 
     /// Value checks serde cannot express.
     fn validate(&self) -> Result<(), String> {
-        if self.download.attempts == 0 {
-            return Err("download.attempts must be at least 1".into());
-        }
+        self.check_ranges()?;
         if !self.health.ready_url.starts_with("http://")
             && !self.health.ready_url.starts_with("https://")
         {
@@ -324,9 +328,6 @@ impl Config {
             if !u.starts_with("http://") && !u.starts_with("https://") {
                 return Err("health.report_url must be an http:// or https:// URL".into());
             }
-        }
-        if self.daemon.token_warn_percent == 0 || self.daemon.token_warn_percent > 100 {
-            return Err("daemon.token_warn_percent must be 1 to 100".into());
         }
         for (key, p) in [
             ("paths.state_dir", &self.paths.state_dir),
@@ -356,14 +357,60 @@ impl Config {
                 }
             }
         }
-        if self.source.poll_interval_secs == 0
-            || self.daemon.drift_interval_secs == 0
-            || self.daemon.probe_interval_secs == 0
-        {
-            return Err(
-                "intervals (source.poll_interval_secs, daemon.*_interval_secs) must be at least 1"
-                    .into(),
-            );
+        Ok(())
+    }
+
+    /// Every number within its range: a huge interval would overflow the deadline
+    /// arithmetic (`Instant + Duration` panics), zero would spin. One line per error,
+    /// naming the key, the value and the range (the caller adds the file).
+    fn check_ranges(&self) -> Result<(), String> {
+        let numbers: [(&str, u64, std::ops::RangeInclusive<u64>); 9] = [
+            (
+                "source.poll_interval_secs",
+                self.source.poll_interval_secs,
+                1..=DAY,
+            ),
+            (
+                "daemon.drift_interval_secs",
+                self.daemon.drift_interval_secs,
+                1..=DAY,
+            ),
+            (
+                "daemon.probe_interval_secs",
+                self.daemon.probe_interval_secs,
+                1..=DAY,
+            ),
+            (
+                "daemon.token_warn_percent",
+                self.daemon.token_warn_percent.into(),
+                1..=100,
+            ),
+            ("health.wait_secs", self.health.wait_secs, 0..=DAY),
+            (
+                "download.connect_timeout_secs",
+                self.download.connect_timeout_secs,
+                1..=HOUR,
+            ),
+            (
+                "download.idle_timeout_secs",
+                self.download.idle_timeout_secs,
+                1..=HOUR,
+            ),
+            ("download.attempts", self.download.attempts.into(), 1..=100),
+            (
+                "download.backoff_ms",
+                self.download.backoff_ms,
+                0..=HOUR * 1000,
+            ),
+        ];
+        for (key, value, range) in numbers {
+            if !range.contains(&value) {
+                return Err(format!(
+                    "{key} = {value} is out of range: allowed {} to {}",
+                    range.start(),
+                    range.end()
+                ));
+            }
         }
         Ok(())
     }

@@ -176,3 +176,36 @@ fn unknown_keys_and_wrong_types_are_refused() {
     assert!(e.to_string().contains("attempts"), "{e}");
     assert!(load("[package]\nsha256 = \"abc\"\n").is_err());
 }
+
+/// Every number has a range: out of it is one line naming the file, the key, the value
+/// and the range (a huge interval used to overflow `Instant + Duration` in the daemon).
+#[test]
+fn numbers_out_of_range_name_file_key_value_and_range() {
+    // TOML integers are i64: the largest one a file can hold.
+    let huge = i64::MAX.to_string();
+    let cases: [(&str, &str, &str, &str); 11] = [
+        ("source", "poll_interval_secs", &huge, "1 to 86400"),
+        ("source", "poll_interval_secs", "0", "1 to 86400"),
+        ("daemon", "drift_interval_secs", &huge, "1 to 86400"),
+        ("daemon", "probe_interval_secs", "86401", "1 to 86400"),
+        ("daemon", "token_warn_percent", "101", "1 to 100"),
+        ("health", "wait_secs", &huge, "0 to 86400"),
+        ("download", "connect_timeout_secs", &huge, "1 to 3600"),
+        ("download", "idle_timeout_secs", "0", "1 to 3600"),
+        ("download", "attempts", "0", "1 to 100"),
+        ("download", "attempts", "4294967295", "1 to 100"),
+        ("download", "backoff_ms", &huge, "0 to 3600000"),
+    ];
+    for (section, key, value, range) in cases {
+        let (_t, r) = root_with(&[(
+            "/etc/vmagent/config.d/50-x.toml",
+            &format!("[{section}]\n{key} = {value}\n"),
+        )]);
+        let e = Config::load(&r).unwrap_err().to_string();
+        let want = format!("{section}.{key} = {value} is out of range: allowed {range}");
+        assert!(e.contains(&want) && e.contains("50-x.toml"), "{want}: {e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+    // The bounds themselves are accepted.
+    load("[source]\npoll_interval_secs = 86400\n[health]\nwait_secs = 0\n").unwrap();
+}

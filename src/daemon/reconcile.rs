@@ -10,7 +10,7 @@ use super::Daemon;
 use crate::health::State;
 use crate::lkg::{Digest, Effect, Event, Note};
 use crate::run::{self, exit, ApplyOptions, Status as RunStatus};
-use crate::status::LastApply;
+use crate::status::{ApplyResult, LastApply};
 use crate::timefmt;
 
 impl Daemon {
@@ -124,11 +124,10 @@ impl Daemon {
                 self.last_apply = Some(LastApply {
                     at,
                     result: if o.status == RunStatus::Applied {
-                        "applied"
+                        ApplyResult::Applied
                     } else {
-                        "up-to-date"
-                    }
-                    .into(),
+                        ApplyResult::UpToDate
+                    },
                     exit_code: exit::OK,
                     bundle: crate::redact::url(&b),
                 });
@@ -154,7 +153,7 @@ impl Daemon {
         tracing::error!(reason = why, error = %error, exit_code = code, retry_secs = retry.as_secs(), "reconcile failed; retrying");
         self.last_apply = Some(LastApply {
             at: timefmt::rfc3339(timefmt::now()),
-            result: format!("error: {}", crate::bundle::printable(error, 300)),
+            result: ApplyResult::Error(crate::bundle::printable(error, 300)),
             exit_code: code,
             bundle: crate::redact::url(bundle),
         });
@@ -180,7 +179,7 @@ impl Daemon {
                 Effect::MarkRolledBack => {
                     if let Some(l) = &mut self.last_apply {
                         if l.exit_code == exit::OK {
-                            l.result = "rolled-back".into();
+                            l.result = ApplyResult::RolledBack;
                         }
                     }
                 }

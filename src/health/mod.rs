@@ -12,7 +12,7 @@ pub mod probe;
 pub mod rules;
 pub mod verdict;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why the proxy is not ready: each kind has an exit code, a summary and a remedy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -102,6 +102,11 @@ impl Failure {
             Failure::WorkloadGroupMissing => "workload-group-missing",
             Failure::PortConflict => "port-conflict",
         }
+    }
+
+    /// The kind named `name` (its kebab-case name, as in status.json), if any.
+    pub fn from_name(name: &str) -> Option<Failure> {
+        Failure::ALL.into_iter().find(|f| f.name() == name)
     }
 
     /// The process exit code of `apply --wait` ending with this failure (README).
@@ -244,12 +249,13 @@ impl Failure {
     }
 }
 
-/// The overall state, as shown by `vmagent status` and the status file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The overall state, as shown by `vmagent status` and the status file, where it is
+/// the kebab-case name (`"ready"`, ...). Read back from a status file (untrusted, maybe
+/// written by another version), a name this version does not know is [`State::Unknown`]:
+/// never an error that would hide the rest of the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
-    /// Not known (nothing started, or nothing could be read).
-    Unknown,
     /// The service was started; not ready yet; nothing wrong seen.
     Starting,
     /// Ready.
@@ -258,6 +264,11 @@ pub enum State {
     Degraded,
     /// Not ready for a known, final reason.
     Failed,
+    /// Not known (nothing started, or nothing could be read). Last: serde's fallback
+    /// for unknown names must be.
+    #[default]
+    #[serde(other)]
+    Unknown,
 }
 
 impl State {
@@ -269,6 +280,22 @@ impl State {
             State::Ready => "ready",
             State::Degraded => "degraded",
             State::Failed => "failed",
+        }
+    }
+
+    /// The one-line verdict: the only wording of a state, used by [`Health::line`], the
+    /// status file's [`crate::status::HealthView::line`] and so by every report, log
+    /// line and sd_notify status. `failure` is the kind's name and summary, `stage` the
+    /// latest progress stage (shown while starting).
+    pub fn line(self, failure: Option<(&str, &str)>, stage: Option<&str>) -> String {
+        match (self, failure, stage) {
+            (State::Ready, _, _) => "ready: the proxy is in the mesh".into(),
+            (s, Some((name, summary)), _) => format!("{}: {name}: {summary}", s.name()),
+            (State::Starting, None, Some(st)) => format!("starting: {st}"),
+            (State::Unknown, None, _) => {
+                "unknown: no health observed yet (a live `vmagent apply` or `vmagent daemon` records it)".into()
+            }
+            (s, None, _) => s.name().into(),
         }
     }
 }
@@ -309,17 +336,12 @@ impl Health {
         }
     }
 
-    /// The one-line verdict.
+    /// The one-line verdict (worded by [`State::line`]).
     pub fn line(&self) -> String {
-        match (self.state, self.failure) {
-            (State::Ready, _) => "ready: the proxy is in the mesh".into(),
-            (s, Some(f)) => format!("{}: {}: {}", s.name(), f.name(), f.summary()),
-            (State::Starting, None) => match self.stage {
-                Some(st) => format!("starting: {}", st.describe()),
-                None => "starting".into(),
-            },
-            (s, None) => s.name().into(),
-        }
+        self.state.line(
+            self.failure.map(|f| (f.name(), f.summary())),
+            self.stage.map(|s| s.describe()),
+        )
     }
 }
 

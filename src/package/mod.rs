@@ -148,6 +148,32 @@ pub enum ChecksumSource {
     None,
 }
 
+/// Whether the package has to be fetched (JSON: `needed`, `cached`, `local`, `none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Download {
+    /// From its URL.
+    Needed,
+    /// An intact copy is in the cache.
+    Cached,
+    /// A local file or a bundle member.
+    Local,
+    /// Nothing will be installed.
+    None,
+}
+
+/// What the package step does (JSON: `install`, `upgrade`, `none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageAction {
+    /// Nothing is installed yet.
+    Install,
+    /// Another version is installed.
+    Upgrade,
+    /// The wanted version is installed.
+    None,
+}
+
 /// What the package step will do, and why: shown in plans and JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
@@ -165,10 +191,10 @@ pub struct Decision {
     pub sha256: Option<String>,
     /// Where `sha256` came from.
     pub checksum_source: ChecksumSource,
-    /// `needed`, `cached`, `local` or `none`.
-    pub download: &'static str,
-    /// `install`, `upgrade` or `none`.
-    pub action: &'static str,
+    /// Whether it has to be fetched.
+    pub download: Download,
+    /// What is done.
+    pub action: PackageAction,
     #[serde(skip)]
     src: Option<Source>,
     #[serde(skip)]
@@ -180,7 +206,7 @@ pub struct Decision {
 impl Decision {
     /// True when the package step changes nothing.
     pub fn is_noop(&self) -> bool {
-        self.action == "none"
+        self.action == PackageAction::None
     }
 
     /// Warnings (e.g. a local package without checksum).
@@ -204,10 +230,10 @@ impl Decision {
                 ChecksumSource::None => "not checked (no checksum given)",
             },
             match self.download {
-                "needed" => "download needed",
-                "cached" => "cached",
-                "local" => "local file",
-                _ => "nothing to fetch",
+                Download::Needed => "download needed",
+                Download::Cached => "cached",
+                Download::Local => "local file",
+                Download::None => "nothing to fetch",
             }
         )
     }
@@ -348,8 +374,8 @@ impl<'a> Step<'a> {
             } else {
                 ChecksumSource::None
             },
-            download: "local",
-            action: "install",
+            download: Download::Local,
+            action: PackageAction::Install,
             src: Some(src.clone()),
             cached: None,
             warnings: vec![],
@@ -395,8 +421,8 @@ impl<'a> Step<'a> {
             // Cheapest first: the configured version is already installed.
             if let (Some(have), Some(want)) = (&installed, &d.version) {
                 if same_version(have, want) {
-                    d.action = "none";
-                    d.download = "none";
+                    d.action = PackageAction::None;
+                    d.download = Download::None;
                     return Ok(d);
                 }
             }
@@ -417,7 +443,7 @@ impl<'a> Step<'a> {
             if intact {
                 let info = self.check_file(&cached)?;
                 d.version = Some(info.version);
-                d.download = "cached";
+                d.download = Download::Cached;
                 d.cached = Some(cached);
             } else {
                 if cached.exists() {
@@ -426,20 +452,20 @@ impl<'a> Step<'a> {
                         cached.display()
                     ));
                 }
-                d.download = "needed";
+                d.download = Download::Needed;
             }
         }
         if let (Some(have), Some(want)) = (&installed, &d.version) {
             d.action = if same_version(have, want) {
-                "none"
+                PackageAction::None
             } else {
-                "upgrade"
+                PackageAction::Upgrade
             };
         } else if installed.is_some() {
-            d.action = "upgrade";
+            d.action = PackageAction::Upgrade;
         }
-        if d.action == "none" {
-            d.download = "none";
+        if d.action == PackageAction::None {
+            d.download = Download::None;
             d.warnings.clear(); // nothing will be installed, unverified or not
         }
         Ok(d)

@@ -1,6 +1,6 @@
 //! The /etc/hosts step of the plan: the bundle's entries merged into vmagent's block.
 
-use super::{blocked, Action, Ids, PlanError, Planner, What, READ_LIMIT, ROOT_IDS};
+use super::{blocked, io_failed, Action, Ids, PlanError, Planner, What, READ_LIMIT, ROOT_IDS};
 use crate::bundle::Bundle;
 use crate::fsx::{self, Kind};
 use crate::hosts;
@@ -12,8 +12,9 @@ impl Planner<'_> {
         let (host, meta) = self.lstat(sys, false)?;
         let old = match meta.map(|m| m.kind) {
             None => None,
-            Some(Kind::File) => fsx::read_file(&host, READ_LIMIT)
-                .map_err(|e| blocked(sys, format!("cannot read: {e}")))?,
+            Some(Kind::File) => {
+                fsx::read_file(&host, READ_LIMIT).map_err(|e| io_failed(sys, "read", e))?
+            }
             Some(_) => {
                 return Err(blocked(
                     sys,

@@ -35,6 +35,18 @@ pub enum PlanError {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// The OS failed reading or inspecting a path (an I/O error, a permission): nothing
+    /// is in the way, so this is exit 1, not exit 4 like [`PlanError::Blocked`].
+    #[error("'{path}': cannot {action}: {source}; fix the cause (permissions, disk, file system), then re-run")]
+    Io {
+        /// System path.
+        path: String,
+        /// What was being done (`read`, `inspect`).
+        action: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The proxy user is missing and ownership cannot be deferred.
     #[error("user '{user}' does not exist in {passwd}; it is created by the istio-sidecar package. Install the package first, or pass --skip-owner to leave ownership unmanaged")]
     NoProxyUser {
@@ -311,7 +323,7 @@ impl Planner<'_> {
 
     fn lstat(&self, sys: &str, follow: bool) -> Result<(PathBuf, Option<Meta>), PlanError> {
         let host = self.host(sys, follow)?;
-        let meta = fsx::meta(&host).map_err(|e| blocked(sys, format!("cannot inspect: {e}")))?;
+        let meta = fsx::meta(&host).map_err(|e| io_failed(sys, "inspect", e))?;
         Ok((host, meta))
     }
 
@@ -341,7 +353,7 @@ impl Planner<'_> {
         let (link, target) = layout::ETC_ISTIO;
         let host = self.root.resolve_parent(Path::new(link))?;
         if fsx::meta(&host)
-            .map_err(|e| blocked(link, e.to_string()))?
+            .map_err(|e| io_failed(link, "inspect", e))?
             .is_none()
         {
             self.dir("/etc", None)?;
@@ -460,8 +472,9 @@ impl Planner<'_> {
         let (host, meta) = self.lstat(sys, false)?;
         let old = match meta.map(|m| m.kind) {
             None | Some(Kind::Symlink) => None,
-            Some(Kind::File) => fsx::read_file(&host, READ_LIMIT)
-                .map_err(|e| blocked(sys, format!("cannot read: {e}")))?,
+            Some(Kind::File) => {
+                fsx::read_file(&host, READ_LIMIT).map_err(|e| io_failed(sys, "read", e))?
+            }
             Some(Kind::Dir) | Some(Kind::Other) => {
                 return Err(blocked(
                     sys,
@@ -541,6 +554,32 @@ fn ancestors(sys: &str) -> Vec<String> {
         .collect();
     out.reverse();
     out
+}
+
+/// Whether an I/O error means something on disk is in the way that the admin must move
+/// (exit 4): a file where a directory belongs on the path, a link or a directory where
+/// a file belongs, or one of vmagent's own refusals (not a regular file, too large).
+/// Any other OS error is the operation failing (exit 1). Decided on the errno, never
+/// on the message.
+pub(crate) fn in_the_way(e: &std::io::Error) -> bool {
+    match e.raw_os_error() {
+        Some(code) => matches!(code, libc::ENOTDIR | libc::ELOOP | libc::EISDIR),
+        None => true,
+    }
+}
+
+/// A failed read or inspection of `path`: [`PlanError::Blocked`] when something is in
+/// the way, else [`PlanError::Io`].
+pub(crate) fn io_failed(path: &str, action: &'static str, e: std::io::Error) -> PlanError {
+    if in_the_way(&e) {
+        blocked(path, format!("cannot {action}: {e}"))
+    } else {
+        PlanError::Io {
+            path: path.to_string(),
+            action,
+            source: e,
+        }
+    }
 }
 
 fn blocked(path: &str, reason: String) -> PlanError {

@@ -433,7 +433,7 @@ fn ready_after_first_apply() {
 
     // Progress as it happened, on stderr.
     let err = stderr(&o);
-    assert!(err.contains("waiting up to 20 s"), "{}", vm.show(&o));
+    assert!(err.contains("waiting up to 120 s"), "{}", vm.show(&o));
     assert!(err.contains("  istio: agent started"), "{}", vm.show(&o));
     assert!(
         err.contains("  istio: connected to istiod (xDS)"),

@@ -164,8 +164,14 @@ fn fixture_deb_mirrors_the_real_package() {
 }
 
 /// Runs the installed istio-start.sh as the fake systemd does (`sh`, `FIXTURE_ROOT`),
-/// with `args`, until it exits or `secs` pass (then it is killed).
-fn run_start(root: &common::TestRoot, args: &[&str], secs: u64) -> (Option<i32>, String) {
+/// with `args`, until it exits (its code) or `stop_when` holds (then it is stopped with
+/// SIGTERM: `None`). A hang guard of [`common::wait::PATIENCE`] fails the test; no
+/// fixed time decides the outcome, so a loaded machine only makes it slower.
+fn run_start(
+    root: &common::TestRoot,
+    args: &[&str],
+    stop_when: impl Fn() -> bool,
+) -> (Option<i32>, String) {
     use std::io::Read;
     let mut child = std::process::Command::new("sh")
         .arg(root.at("/usr/local/bin/istio-start.sh"))
@@ -176,12 +182,16 @@ fn run_start(root: &common::TestRoot, args: &[&str], secs: u64) -> (Option<i32>,
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let deadline = std::time::Instant::now() + common::wait::PATIENCE;
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s.code();
         }
-        if std::time::Instant::now() > deadline {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "istio-start.sh {args:?} neither exited nor got there (hang guard)"
+        );
+        if stop_when() {
             // SAFETY: SIGTERM to our own child, which has not been reaped yet.
             unsafe {
                 libc::kill(child.id() as i32, libc::SIGTERM);
@@ -212,7 +222,10 @@ fn start_script_runs_iptables_first_and_appends_to_istio_log() {
     std::fs::write(&log, "earlier line\n").unwrap();
 
     set_scenario(root.path(), "silent");
-    let (code, out) = run_start(&root, &[], 3);
+    // Until the proxy started (its log says so): it must then still be up.
+    let started =
+        || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\tStarting proxy agent"));
+    let (code, out) = run_start(&root, &[], started);
     assert_eq!(
         code, None,
         "the proxy stays up until stopped; output: {out}"
@@ -235,7 +248,7 @@ fn start_script_runs_iptables_first_and_appends_to_istio_log() {
 
     set_scenario(root.path(), "iptables-fail");
     let before = std::fs::read_to_string(&log).unwrap();
-    let (code, out) = run_start(&root, &[], 60);
+    let (code, out) = run_start(&root, &[], || false);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("\terror\tiptables binary iptables has no loaded kernel support and cannot be used")
@@ -249,7 +262,7 @@ fn start_script_runs_iptables_first_and_appends_to_istio_log() {
     );
 
     // ExecStopPost: the cleanup fails the same way (and so does the unit's stop).
-    let (code, out) = run_start(&root, &["clean"], 60);
+    let (code, out) = run_start(&root, &["clean"], || false);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no loaded kernel support"), "{out}");
 
@@ -257,7 +270,7 @@ fn start_script_runs_iptables_first_and_appends_to_istio_log() {
     let ready = root.at(READY_FILE);
     std::fs::create_dir_all(ready.parent().unwrap()).unwrap();
     std::fs::write(&ready, "1\n").unwrap();
-    let (code, out) = run_start(&root, &["clean"], 60);
+    let (code, out) = run_start(&root, &["clean"], || false);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("Performing cleanup of existing iptables"),

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use common::fake_systemd::{FakeSystemd, ReadyServer};
 use common::output::*;
 use common::packages::*;
+use common::wait::PATIENCE;
 use common::*;
 use vmagent::health::probe::{Probe, Prober};
 
@@ -37,6 +38,10 @@ const V2: &str = "1.24.2";
 
 /// The status file, inside a root.
 const STATUS_FILE: &str = "/run/vmagent/status.json";
+
+/// Hang guard for one `vmagent apply`: above the longest --wait given (120 s) plus the
+/// package install and the service step on a loaded machine.
+const RUN_GUARD: Duration = Duration::from_secs(300);
 
 /// The verdict line of a ready proxy.
 const READY_LINE: &str = "ready: the proxy is in the mesh";
@@ -123,7 +128,8 @@ fn run_with(
     let mut got: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let mut open = false;
     for _ in 0..2 {
-        match rx.recv_timeout(Duration::from_secs(10)) {
+        // Only a hang guard: the pipes normally close with the process.
+        match rx.recv_timeout(PATIENCE) {
             Ok((i, v)) => got[i] = v,
             Err(_) => open = true,
         }
@@ -172,8 +178,13 @@ struct Vm {
 impl Vm {
     /// A fresh root (package not installed yet) whose stand-in proxy plays `scenario`.
     fn new(scenario: &str) -> Vm {
+        Vm::with_package(scenario, Fixture::new(V1))
+    }
+
+    /// The same with another build of the fixture package (e.g. a small RestartSec).
+    fn with_package(scenario: &str, fixture: Fixture) -> Vm {
         let work = tempfile::tempdir().expect("tempdir");
-        let deb = Fixture::new(V1).build_deb(work.path());
+        let deb = fixture.build_deb(work.path());
         let root = deb_root(DEB_DEPS);
         let ready = ReadyServer::for_root(root.path());
         let cfg = root.at("/etc/vmagent/config.toml");
@@ -224,7 +235,7 @@ impl Vm {
             .arg(deb)
             .args(extra);
         self.fake.configure(&mut c);
-        run_with(&mut c, Duration::from_secs(120), during)
+        run_with(&mut c, RUN_GUARD, during)
     }
 
     /// [`Vm::apply`] with extra environment (after the fake's own).
@@ -241,7 +252,7 @@ impl Vm {
         for (k, v) in env {
             c.env(k, v);
         }
-        run(&mut c, Duration::from_secs(120))
+        run(&mut c, RUN_GUARD)
     }
 
     /// The same without the fake: the real systemctl, offline (`--root`).
@@ -254,7 +265,7 @@ impl Vm {
             .arg("--package")
             .arg(&self.deb)
             .args(extra);
-        run(&mut c, Duration::from_secs(120))
+        run(&mut c, RUN_GUARD)
     }
 
     /// `vmagent status --root ROOT EXTRA...` with the fake systemd.
@@ -265,7 +276,7 @@ impl Vm {
             .arg(self.root.path())
             .args(extra);
         self.fake.configure(&mut c);
-        run(&mut c, Duration::from_secs(60))
+        run(&mut c, PATIENCE)
     }
 
     /// The status file, parsed.
@@ -381,7 +392,7 @@ fn assert_status_failed(vm: &Vm, kind: &str, code: u64) -> serde_json::Value {
 fn ready_after_first_apply() {
     let vm = Vm::new("ready");
     let b = vm.example();
-    let o = vm.expect(vm.apply(&b, &["--wait", "20"]), 0, "first apply");
+    let o = vm.expect(vm.apply(&b, &["--wait", "120"]), 0, "first apply");
     let out = stdout(&o);
     assert!(out.contains(READY_LINE), "{}", vm.show(&o));
     assert!(
@@ -422,7 +433,7 @@ fn ready_after_first_apply() {
 
     // Progress as it happened, on stderr.
     let err = stderr(&o);
-    assert!(err.contains("waiting up to 20 s"), "{}", vm.show(&o));
+    assert!(err.contains("waiting up to 120 s"), "{}", vm.show(&o));
     assert!(err.contains("  istio: agent started"), "{}", vm.show(&o));
     assert!(
         err.contains("  istio: connected to istiod (xDS)"),
@@ -439,11 +450,11 @@ fn ready_after_first_apply() {
 fn unchanged_reapply_only_queries() {
     let vm = Vm::new("ready");
     let b = vm.example();
-    vm.expect(vm.apply(&b, &["--wait", "20"]), 0, "first apply");
+    vm.expect(vm.apply(&b, &["--wait", "120"]), 0, "first apply");
     let before = vm.fake.calls().len();
     let pid = vm.fake.main_pid().expect("running after the first apply");
 
-    let o = vm.expect(vm.apply(&b, &["--wait", "20"]), 0, "second apply");
+    let o = vm.expect(vm.apply(&b, &["--wait", "120"]), 0, "second apply");
     let out = stdout(&o);
     assert!(out.contains(READY_LINE), "{}", vm.show(&o));
     assert!(out.contains("up to date"), "{}", vm.show(&o));
@@ -469,7 +480,11 @@ fn unchanged_reapply_only_queries() {
 #[test]
 fn changed_cluster_env_restarts_once() {
     let vm = Vm::new("ready");
-    vm.expect(vm.apply(&vm.example(), &["--wait", "20"]), 0, "first apply");
+    vm.expect(
+        vm.apply(&vm.example(), &["--wait", "120"]),
+        0,
+        "first apply",
+    );
     let old = vm.fake.main_pid().expect("running after the first apply");
     let before = vm.fake.calls().len();
 
@@ -481,7 +496,7 @@ fn changed_cluster_env_restarts_once() {
         &Spec::example().set("cluster.env", changed.clone()),
     );
 
-    let o = vm.expect(vm.apply(&b2, &["--wait", "20"]), 0, "changed apply");
+    let o = vm.expect(vm.apply(&b2, &["--wait", "120"]), 0, "changed apply");
     let out = stdout(&o);
     assert!(
         out.contains("service: istio.service restart (changed: cluster.env)"),
@@ -515,7 +530,7 @@ fn changed_cluster_env_restarts_once() {
 fn edited_unit_reloads_and_restarts() {
     let vm = Vm::new("ready");
     let b = vm.example();
-    vm.expect(vm.apply(&b, &["--wait", "20"]), 0, "first apply");
+    vm.expect(vm.apply(&b, &["--wait", "120"]), 0, "first apply");
     let before = vm.fake.calls().len();
     let admin = vm.root.at("/etc/systemd/system/istio.service");
     fs::create_dir_all(admin.parent().unwrap()).unwrap();
@@ -528,7 +543,7 @@ fn edited_unit_reloads_and_restarts() {
     )
     .unwrap();
 
-    let o = vm.expect(vm.apply(&b, &["--wait", "20"]), 0, "edited unit");
+    let o = vm.expect(vm.apply(&b, &["--wait", "120"]), 0, "edited unit");
     let out = stdout(&o);
     assert!(
         out.contains("service: istio.service daemon-reload, restart (changed: istio.service)"),
@@ -551,17 +566,17 @@ fn edited_unit_reloads_and_restarts() {
 fn stopped_service_is_started_again() {
     let vm = Vm::new("ready");
     let b = vm.example();
-    vm.expect(vm.apply(&b, &["--wait", "20"]), 0, "first apply");
+    vm.expect(vm.apply(&b, &["--wait", "120"]), 0, "first apply");
     let mut c = Command::new(vm.fake.program());
     c.args(["stop", "istio.service"]);
     vm.fake.configure(&mut c);
-    let o = run(&mut c, Duration::from_secs(30));
+    let o = run(&mut c, PATIENCE);
     assert!(o.status.success(), "fake stop: {}", show(&o));
     assert_eq!(vm.fake.main_pid(), None, "still running after stop");
     assert!(!vm.root.at(READY_FILE).exists(), "ExecStopPost did not run");
     let before = vm.fake.calls().len();
 
-    let o = vm.expect(vm.apply(&b, &["--wait", "20"]), 0, "re-apply");
+    let o = vm.expect(vm.apply(&b, &["--wait", "120"]), 0, "re-apply");
     let out = stdout(&o);
     assert!(
         out.contains("service: istio.service start\n"),
@@ -591,7 +606,7 @@ fn fresh_bundle_after_rejection_ignores_the_old_process() {
     let deb2 = Fixture::new(V2).build_deb(vm.work.path());
     let b1 = vm.bundle("expired", &expired_bundle());
     vm.expect(
-        vm.apply(&b1, &["--wait", "60", "--allow-expired-token"]),
+        vm.apply(&b1, &["--wait", "120", "--allow-expired-token"]),
         11,
         "expired token",
     );
@@ -609,8 +624,8 @@ fn fresh_bundle_after_rejection_ignores_the_old_process() {
         .open(vm.root.at("/var/lib/vmagent/lock"))
         .expect("vmagent's lock file");
     lock.lock().expect("take the apply lock");
-    let o = vm.apply_package(&deb2, &vm.example(), &["--wait", "20"], |stderr| {
-        let deadline = Instant::now() + Duration::from_secs(60);
+    let o = vm.apply_package(&deb2, &vm.example(), &["--wait", "120"], |stderr| {
+        let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let l = stderr
@@ -655,7 +670,7 @@ fn fresh_bundle_after_rejection_ignores_the_old_process() {
 fn old_process_drain_lines_do_not_count() {
     let vm = Vm::new("ca-mismatch");
     vm.expect(
-        vm.apply(&vm.example(), &["--wait", "60"]),
+        vm.apply(&vm.example(), &["--wait", "120"]),
         14,
         "ca mismatch",
     );
@@ -667,7 +682,7 @@ fn old_process_drain_lines_do_not_count() {
     set_scenario(vm.root.path(), "ready");
     let before = vm.fake.calls().len();
 
-    let o = vm.expect(vm.apply(&fixed, &["--wait", "20"]), 0, "fixed root cert");
+    let o = vm.expect(vm.apply(&fixed, &["--wait", "120"]), 0, "fixed root cert");
     let out = stdout(&o);
     assert!(
         out.contains("service: istio.service restart (changed: root-cert.pem)"),
@@ -687,7 +702,7 @@ fn expired_token_is_token_rejected() {
     let vm = Vm::new("token-expired");
     let b = vm.bundle("expired", &expired_bundle());
     let o = vm.expect(
-        vm.apply(&b, &["--wait", "60", "--allow-expired-token"]),
+        vm.apply(&b, &["--wait", "120", "--allow-expired-token"]),
         11,
         "token rejected",
     );
@@ -714,7 +729,7 @@ fn expired_token_is_token_rejected() {
 fn ca_mismatch() {
     let vm = Vm::new("ca-mismatch");
     let o = vm.expect(
-        vm.apply(&vm.example(), &["--wait", "60"]),
+        vm.apply(&vm.example(), &["--wait", "120"]),
         14,
         "ca mismatch",
     );
@@ -725,7 +740,13 @@ fn ca_mismatch() {
 #[test]
 fn istiod_unreachable() {
     let vm = Vm::new("istiod-unreachable");
-    let o = vm.expect(vm.apply(&vm.example(), &["--wait", "3"]), 15, "unreachable");
+    // The reason is the last one seen when --wait runs out, so the stand-in must have
+    // logged it by then: 15 s, not 3, for a loaded machine's slow start.
+    let o = vm.expect(
+        vm.apply(&vm.example(), &["--wait", "15"]),
+        15,
+        "unreachable",
+    );
     assert_failure_report(&vm, &o, "istiod-unreachable", Some("15012"));
     assert!(
         lines_with(&o, "evidence: ")
@@ -739,8 +760,15 @@ fn istiod_unreachable() {
 
 #[test]
 fn crash_loop() {
-    let vm = Vm::new("crash");
-    let o = vm.expect(vm.apply(&vm.example(), &["--wait", "30"]), 18, "crash loop");
+    // The fake systemd waits the unit's RestartSec between runs like systemd; the real
+    // unit's 10 s would make three restarts take 30 s, so this package's unit restarts
+    // after 1 s. --wait is a hang guard, far above the ~3 s the three restarts take.
+    let vm = Vm::with_package("crash", Fixture::new(V1).with_restart_sec("1"));
+    let o = vm.expect(
+        vm.apply(&vm.example(), &["--wait", "120"]),
+        18,
+        "crash loop",
+    );
     assert_failure_report(&vm, &o, "crash-loop", Some("Envoy exited with error"));
     assert!(
         lines_with(&o, "service: ")
@@ -750,6 +778,16 @@ fn crash_loop() {
         vm.show(&o)
     );
     assert!(vm.fake.restarts() >= 3, "{}", vm.show(&o));
+    // Each restart came no sooner than RestartSec after the crash (a lower bound only:
+    // a loaded machine may take longer).
+    for w in vm.fake.runs().windows(2) {
+        let gap = w[1].0 - w[0].1.expect("a run before a restart ended");
+        assert!(
+            gap >= 1.0,
+            "restarted {gap:.3} s after the crash: {}",
+            vm.show(&o)
+        );
+    }
     let st = assert_status_failed(&vm, "crash-loop", 18);
     assert!(
         st["health"]["restarts"].as_u64().unwrap_or(0) >= 3,
@@ -760,7 +798,9 @@ fn crash_loop() {
 #[test]
 fn silent_proxy_times_out_not_ready() {
     let vm = Vm::new("silent");
-    let o = vm.expect(vm.apply(&vm.example(), &["--wait", "2"]), 10, "timeout");
+    // Ends at the timeout by design; long enough for "envoy starting" to be logged
+    // first on a loaded machine.
+    let o = vm.expect(vm.apply(&vm.example(), &["--wait", "10"]), 10, "timeout");
     assert_failure_report(&vm, &o, "not-ready", None);
     assert_eq!(lines_with(&o, "waited: ").len(), 1, "{}", vm.show(&o));
     assert!(
@@ -838,7 +878,9 @@ fn lines_from_before_apply_do_not_count() {
     let log = vm.root.at("/var/log/istio/istio.log");
     fs::create_dir_all(log.parent().unwrap()).unwrap();
     fs::write(&log, OLD_LINES).unwrap();
-    let o = vm.expect(vm.apply(&vm.example(), &["--wait", "2"]), 10, "old lines");
+    // Ends at the timeout by design (a silent proxy); 10 s lets the new run's lines
+    // come first on a loaded machine.
+    let o = vm.expect(vm.apply(&vm.example(), &["--wait", "10"]), 10, "old lines");
     assert_not_ready_despite_old_lines(&vm, &o);
 
     // Again with the proxy running and nothing to change, so no (re)start repositions
@@ -848,7 +890,7 @@ fn lines_from_before_apply_do_not_count() {
     drop(f);
     let before = vm.fake.calls().len();
     let o = vm.expect(
-        vm.apply(&vm.example(), &["--wait", "2"]),
+        vm.apply(&vm.example(), &["--wait", "10"]),
         10,
         "old lines, no restart",
     );
@@ -867,7 +909,7 @@ fn lines_from_before_apply_do_not_count() {
 #[test]
 fn status_after_ready() {
     let vm = Vm::new("ready");
-    vm.expect(vm.apply(&vm.example(), &["--wait", "20"]), 0, "apply");
+    vm.expect(vm.apply(&vm.example(), &["--wait", "120"]), 0, "apply");
 
     let o = vm.expect(vm.status(&["--output", "json"]), 0, "status json");
     let st = json(&o);
@@ -904,7 +946,7 @@ fn status_of_an_empty_root_is_unknown() {
     for (args, ctx) in [(&["--output", "json"][..], "json"), (&[][..], "text")] {
         let mut c = vmagent_cmd();
         c.arg("status").arg("--root").arg(empty.path()).args(args);
-        let o = run(&mut c, Duration::from_secs(60));
+        let o = run(&mut c, PATIENCE);
         let code = o.status.code();
         assert!(
             code.is_some_and(|c| c != 0 && c != 101),
@@ -1017,7 +1059,7 @@ fn prober_ignores_proxy_environment() {
         ] {
             c.env(v, format!("http://127.0.0.1:{}", proxy.port()));
         }
-        let o = run(&mut c, Duration::from_secs(60));
+        let o = run(&mut c, PATIENCE);
         assert!(o.status.success(), "{mode} child: {}", show(&o));
         assert!(
             stdout(&o).contains(&format!("prober child {mode}: ok")),
@@ -1075,7 +1117,7 @@ fn prober_child() {
 fn iptables_failure_in_the_journal_is_reported() {
     let vm = Vm::new("iptables-fail");
     let o = vm.expect(
-        vm.apply(&vm.example(), &["--wait", "60"]),
+        vm.apply(&vm.example(), &["--wait", "120"]),
         20,
         "iptables failure",
     );
@@ -1104,7 +1146,7 @@ fn missing_journalctl_degrades_silently() {
     let o = vm.expect(
         vm.apply_env(
             &vm.example(),
-            &["--wait", "60"],
+            &["--wait", "120"],
             &[("VMAGENT_TEST_JOURNALCTL", missing.to_str().unwrap())],
         ),
         0,
@@ -1161,7 +1203,7 @@ fn missing_token_with_a_valid_certificate_waits_and_becomes_ready() {
     let cert = rcgen::generate_simple_self_signed(vec!["vm".to_string()]).unwrap();
     fs::write(certs.join("cert-chain.pem"), cert.cert.pem()).unwrap();
     let o = vm.expect(
-        vm.apply(&bundle, &["--wait", "60"]),
+        vm.apply(&bundle, &["--wait", "120"]),
         0,
         "token gone, cert ok",
     );
@@ -1184,7 +1226,7 @@ fn missing_token_without_a_certificate_fails_at_once() {
     with_start_script(&vm, &bundle, &never_ready);
     assert!(!vm.root.at("/etc/certs/cert-chain.pem").exists());
     let o = vm.expect(
-        vm.apply(&bundle, &["--wait", "60"]),
+        vm.apply(&bundle, &["--wait", "120"]),
         12,
         "token gone, no cert",
     );
@@ -1207,7 +1249,8 @@ fn legacy_node_agent_csr_approval_is_progress() {
     let vm = Vm::new("ready");
     let bundle = vm.example();
     with_start_script(&vm, &bundle, LEGACY_CSR);
-    let o = vm.expect(vm.apply(&bundle, &["--wait", "3"]), 10, "legacy CSR line");
+    // Ends at the timeout by design; the CSR line must come within it, so 15 s.
+    let o = vm.expect(vm.apply(&bundle, &["--wait", "15"]), 10, "legacy CSR line");
     assert!(
         stderr(&o).contains("istio: workload certificate received from the CA"),
         "{}",

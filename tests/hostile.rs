@@ -22,7 +22,7 @@ use std::time::Duration;
 use common::*;
 
 /// No single command may take longer than this (a hang is a failure, not a stall).
-const TIMEOUT: Duration = Duration::from_secs(60);
+const TIMEOUT: Duration = common::wait::PATIENCE;
 
 const MIB: u64 = 1 << 20;
 

@@ -33,7 +33,8 @@ use common::{jwt, Spec, TestRoot};
 const BIN: &str = env!("CARGO_BIN_EXE_vmagent");
 
 /// Hang guard for every wait (not a timing assertion).
-const HANG: Duration = Duration::from_secs(30);
+/// (120 s: generous for a loaded machine; see tests/common/wait.rs.)
+const HANG: Duration = common::wait::PATIENCE;
 
 const USER: &str = "vmus3rName";
 const PASSWORD: &str = "pa55word";

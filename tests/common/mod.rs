@@ -7,8 +7,10 @@
 pub mod fake_systemd;
 pub mod output;
 pub mod packages;
+pub mod ready_server;
 pub mod report_server;
 pub mod server;
+pub mod wait;
 
 use std::collections::BTreeMap;
 use std::fs;

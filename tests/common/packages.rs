@@ -527,6 +527,9 @@ pub struct Fixture {
     pub postinst_exit: i32,
     /// Pad the package with this many bytes of incompressible data.
     pub padding: usize,
+    /// The unit's `RestartSec=` when not the real unit's 10: for tests that need
+    /// automatic restarts to come quickly (the fake systemd honours RestartSec).
+    pub restart_sec: Option<String>,
 }
 
 impl Fixture {
@@ -540,7 +543,14 @@ impl Fixture {
                 .to_vec(),
             postinst_exit: 0,
             padding: 0,
+            restart_sec: None,
         }
+    }
+
+    /// The same with `RestartSec=secs` in its unit.
+    pub fn with_restart_sec(mut self, secs: &str) -> Fixture {
+        self.restart_sec = Some(secs.into());
+        self
     }
 
     /// The package's files (packaging.mk's SIDECAR_FILES), staged under `tree`.
@@ -570,7 +580,11 @@ impl Fixture {
         }
         let unit = tree.join("lib/systemd/system");
         fs::create_dir_all(&unit).unwrap();
-        fs::write(unit.join("istio.service"), ISTIO_SERVICE).unwrap();
+        let service = match &self.restart_sec {
+            Some(s) => ISTIO_SERVICE.replace("RestartSec=10\n", &format!("RestartSec={s}\n")),
+            None => ISTIO_SERVICE.to_string(),
+        };
+        fs::write(unit.join("istio.service"), service).unwrap();
         let envoy_dir = tree.join("var/lib/istio/envoy");
         fs::create_dir_all(&envoy_dir).unwrap();
         fs::write(envoy_dir.join("sidecar.env"), SIDECAR_ENV).unwrap();

@@ -306,6 +306,9 @@ pub fn apply(
             health: None,
         });
     }
+    if opts.start {
+        service::preflight(&root)?;
+    }
     // The logs are followed from where they are now: lines of earlier runs never count.
     let mut monitor = opts.start.then(|| {
         let (m, problem) = crate::health::monitor::for_root(&root, &cfg.health.ready_url);

@@ -268,12 +268,10 @@ fn masked_istio_service_fails_apply_naming_unmask() {
     assert!(!linked(&vm.root, "istio.service"), "{ctx}");
 }
 
-/// FINDING (issue 13): vmagent checks for the mask only in the service step, after the
-/// bundle's files were written, so the root is left half-changed (new cluster.env on
-/// disk, service not running it). Ignored until the check moves before the writes
-/// (run.rs: a service preflight before `apply::execute`); run with `--ignored`.
+/// Issue 13: the mask was found only in the service step, after the bundle's files were
+/// written, leaving the root half-changed (new cluster.env on disk, service not running
+/// it). `service::preflight` now refuses before the first write.
 #[test]
-#[ignore = "finding: a masked istio.service is found only after the bundle is written"]
 fn masked_istio_service_apply_leaves_the_root_as_it_was() {
     let (vm, bundle) = masked_vm();
     let before = vm.root.snapshot();

@@ -371,6 +371,18 @@ pub fn step(
     Ok(out)
 }
 
+/// Refuses a masked istio.service before anything is written: found only at the service
+/// step, the bundle's files would already be in place beside a unit that cannot start.
+/// Only a positive answer refuses; a failing `systemctl is-enabled` is left to the
+/// service step, which reports it in context.
+pub fn preflight(root: &Root) -> Result<(), ServiceError> {
+    let (sc, _) = Systemctl::for_root(root);
+    match sc.enablement().as_deref() {
+        Ok("masked" | "masked-runtime") => Err(ServiceError::Masked),
+        _ => Ok(()),
+    }
+}
+
 /// Enables the unit unless it is (masked: refused; static/alias/indirect: nothing to do).
 /// Actions on istio.service are shown bare (`enable`), others with the unit's name.
 fn enable(sc: &Systemctl, unit: &str, out: &mut Outcome) -> Result<(), ServiceError> {

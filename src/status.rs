@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::health::probe::{Probe, Prober};
+use crate::health::probe::{self, Probe};
 use crate::health::{Failure, Health, State};
 use crate::layout;
 use crate::root::Root;
@@ -316,7 +316,12 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
     };
     let enabled = sc.enablement().ok().filter(|s| !s.is_empty());
     let probe = match mode {
-        crate::service::Mode::Live => Some(Prober::new(ready_url).probe()),
+        crate::service::Mode::Live => Some(
+            crate::net::Client::shared(&crate::net::Settings::default()).map_or_else(
+                |e| Probe::Down(e.to_string()),
+                |c| probe::probe(&c, ready_url),
+            ),
+        ),
         crate::service::Mode::Offline(_) => None,
     };
     let mut health = stored

@@ -169,7 +169,7 @@ pub struct HealthConfig {
 }
 
 fn d_ready_url() -> String {
-    crate::health::probe::DEFAULT_URL.into()
+    crate::net::READY_URL.into()
 }
 fn d_wait() -> u64 {
     180
@@ -215,6 +215,10 @@ pub struct DownloadConfig {
     /// First backoff; doubles each retry, with jitter.
     #[serde(default = "d_backoff")]
     pub backoff_ms: u64,
+    /// Total deadline of one request, headers and body (a body trickling in forever
+    /// fails here instead of holding the apply).
+    #[serde(default = "d_deadline")]
+    pub deadline_secs: u64,
 }
 
 fn d_connect() -> u64 {
@@ -229,6 +233,9 @@ fn d_attempts() -> u32 {
 fn d_backoff() -> u64 {
     500
 }
+fn d_deadline() -> u64 {
+    3600
+}
 
 impl Default for DownloadConfig {
     fn default() -> Self {
@@ -237,11 +244,39 @@ impl Default for DownloadConfig {
             idle_timeout_secs: d_idle(),
             attempts: d_attempts(),
             backoff_ms: d_backoff(),
+            deadline_secs: d_deadline(),
         }
     }
 }
 
 impl Config {
+    /// The settings of the process's one HTTP client: every configured CA file
+    /// (`extra_ca`, a host path from --ca-file; package.ca_file and [source] ca_file,
+    /// inside `root`) and the [download] timeouts.
+    pub fn net_settings(
+        &self,
+        root: &Root,
+        extra_ca: Option<&Path>,
+    ) -> Result<crate::net::Settings, crate::root::RootError> {
+        let mut ca_files: Vec<PathBuf> = extra_ca.into_iter().map(Path::to_path_buf).collect();
+        for ca in [&self.package.ca_file, &self.source.ca_file]
+            .into_iter()
+            .flatten()
+        {
+            let p = root.resolve(ca)?;
+            if !ca_files.contains(&p) {
+                ca_files.push(p);
+            }
+        }
+        let d = &self.download;
+        Ok(crate::net::Settings {
+            ca_files,
+            connect: std::time::Duration::from_secs(d.connect_timeout_secs),
+            idle: std::time::Duration::from_secs(d.idle_timeout_secs),
+            deadline: std::time::Duration::from_secs(d.deadline_secs),
+        })
+    }
+
     /// Reads the root's config and drop-ins; none at all is the defaults.
     pub fn load(root: &Root) -> Result<Config, ConfigError> {
         Ok(Self::load_files(root)?.0)
@@ -309,6 +344,9 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         if self.download.attempts == 0 {
             return Err("download.attempts must be at least 1".into());
+        }
+        if self.download.deadline_secs == 0 {
+            return Err("download.deadline_secs must be at least 1".into());
         }
         if !self.health.ready_url.starts_with("http://")
             && !self.health.ready_url.starts_with("https://")

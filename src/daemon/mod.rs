@@ -32,11 +32,12 @@ use sd_notify::NotifyState;
 
 use crate::apply::lock;
 use crate::config::Config;
+use crate::exit;
 use crate::health::monitor::{Event, Monitor};
 use crate::health::{Health, State};
 use crate::layout;
 use crate::root::Root;
-use crate::run::{self, exit, ApplyOptions, Status as RunStatus};
+use crate::run::{self, ApplyOptions, Status as RunStatus};
 use crate::service;
 use crate::status::{BundleView, HealthView, LastApply, Status};
 use crate::timefmt;
@@ -160,7 +161,7 @@ impl Daemon {
             store,
             source_error: None,
             poll_error: None,
-            reporter: cfg.health.report_url.clone().map(report::Reporter::new),
+            reporter: report::Reporter::for_config(&cfg, &root),
             root,
             cfg,
             _lock: lock,
@@ -356,7 +357,7 @@ impl Daemon {
                     tracing::warn!("[paths] changed: it takes effect when vmagent restarts (`systemctl restart vmagent`)");
                     c.paths = self.cfg.paths.clone();
                 }
-                self.reporter = c.health.report_url.clone().map(report::Reporter::new);
+                self.reporter = report::Reporter::for_config(&c, &self.root);
                 self.monitor = new_monitor(&self.root, &c);
                 self.cfg = c;
                 tracing::info!("configuration reloaded (SIGHUP)");
@@ -792,7 +793,12 @@ fn with_watchdog<T>(every: Option<Duration>, f: impl FnOnce() -> T) -> T {
 }
 
 fn new_monitor(root: &Root, cfg: &Config) -> Monitor {
-    let (m, problem) = crate::health::monitor::for_root(root, &cfg.health.ready_url);
+    // The daemon's one client, shared with the URL poll, the report and the package.
+    let client = cfg
+        .net_settings(root, None)
+        .map_err(|e| e.to_string())
+        .and_then(|s| crate::net::Client::shared(&s).map_err(|e| e.to_string()));
+    let (m, problem) = crate::health::monitor::for_root(root, &cfg.health.ready_url, client);
     if let Some(p) = problem {
         tracing::warn!("{p}");
     }

@@ -145,7 +145,7 @@ impl Store {
             source::write_canonical_tar(&raw, &mut w).map_err(io_err)?;
             let HashingWriter { inner, hash } = w;
             inner.into_inner().map_err(|e| io_err(e.into_error()))?;
-            crate::package::fetch::hex(&hash.finalize())
+            crate::text::hex(&hash.finalize())
         };
         drop(raw);
         let dest = self.path(&digest);

@@ -133,7 +133,7 @@ fn content(root: &Root, sys: &str) -> String {
         .ok()
         .and_then(|h| std::fs::read(h).ok());
     match data {
-        Some(d) => crate::package::fetch::hex(&Sha256::digest(&d)),
+        Some(d) => crate::text::hex(&Sha256::digest(&d)),
         None => "absent".into(),
     }
 }

@@ -245,10 +245,7 @@ impl Status {
         let dir = crate::apply::ensure_dir(root, Path::new(DIR), 0o755)
             .map_err(|(p, e)| format!("{}: {e}", p.display()))?;
         let p = dir.join("status.json");
-        let mut data = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        data.push(b'\n');
-        crate::fsx::write_atomic(&p, &data, 0o644, None)
-            .map_err(|e| format!("{}: {e}", p.display()))
+        crate::fsx::write_json(&p, self, 0o644).map_err(|e| format!("{}: {e}", p.display()))
     }
 
     /// Fills in the facts read from the root (token, certificates, package).

@@ -15,10 +15,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{
+use crate::net::header::{
     HeaderMap, HeaderName, HeaderValue, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
 };
-use reqwest::StatusCode;
+use crate::net::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -74,7 +74,7 @@ impl Remote {
     /// the token), storing into `dir` (host path).
     pub fn new(url: &str, cfg: &Config, root: &Root, dir: &Path) -> Result<Remote, String> {
         let shown = redact::url(url);
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bundle URL '{shown}': {e}"))?;
+        let parsed = net::Url::parse(url).map_err(|e| format!("bundle URL '{shown}': {e}"))?;
         let loopback = matches!(
             parsed.host_str(),
             Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
@@ -215,8 +215,7 @@ impl Remote {
             Ok(()) => {}
             Err(e) => return (Polled::Failed(format!("{shown}: {e}")), None),
         }
-        let json = serde_json::to_vec(&got).unwrap_or_default();
-        if let Err(e) = fsx::write_atomic(&self.dir.join("fetched.json"), &json, 0o600, None) {
+        if let Err(e) = fsx::write_json(&self.dir.join("fetched.json"), &got, 0o600) {
             tracing::warn!(error = %e, "cannot record the bundle's ETag; it is downloaded again next time");
         }
         self.have = got;

@@ -168,9 +168,7 @@ impl Store {
 
     /// Writes state.json atomically and removes staged bundles no longer referenced.
     pub fn save(&self) -> io::Result<()> {
-        let json = serde_json::to_vec_pretty(&self.state).map_err(io::Error::other)?;
-        fsx::write_atomic(&self.dir.join("state.json"), &json, 0o600, None)?;
-        fsx::sync_dir(&self.dir)?;
+        fsx::write_json(&self.dir.join("state.json"), &self.state, 0o600)?;
         let keep: Vec<String> = [&self.state.current, &self.state.good]
             .into_iter()
             .flatten()

@@ -14,6 +14,8 @@ mod error;
 
 pub use client::{Client, Request, Response, Settings};
 pub use error::{Error, Timeout};
+/// HTTP vocabulary for callers, so nothing above `net` names reqwest.
+pub use reqwest::{header, StatusCode, Url};
 
 use std::future::Future;
 use std::sync::OnceLock;

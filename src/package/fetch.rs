@@ -9,15 +9,14 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_RANGE, RANGE};
-use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
 use super::PackageError;
 use crate::config::DownloadConfig;
 use crate::fsx;
+use crate::net::header::{HeaderMap, HeaderValue, CONTENT_RANGE, RANGE};
 use crate::net::retry::{self, Backoff};
-use crate::net::{self, Client, Request};
+use crate::net::{self, Client, Request, StatusCode};
 use crate::redact;
 use crate::text::{err_line, hex};
 

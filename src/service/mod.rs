@@ -384,13 +384,19 @@ fn enable(sc: &Systemctl, unit: &str, out: &mut Outcome) -> Result<(), ServiceEr
     }
 }
 
-/// Whether the unit file exists in the root (offline mode cannot ask systemd).
-fn unit_file_exists(root: &Root, unit: &str) -> bool {
-    UNIT_DIRS.iter().any(|d| {
-        root.resolve(&Path::new(d).join(unit))
-            .map(|p| p.exists())
-            .unwrap_or(false)
-    })
+/// The unit's file inside the root (`/lib/systemd/system/istio.service`), the first of
+/// [`UNIT_DIRS`] that has it. The one check of whether a unit is installed (offline mode
+/// cannot ask systemd).
+pub fn unit_file(root: &Root, unit: &str) -> Option<String> {
+    UNIT_DIRS
+        .iter()
+        .map(|d| format!("{d}/{unit}"))
+        .find(|p| root.resolve(Path::new(p)).is_ok_and(|h| h.exists()))
+}
+
+/// Whether the unit file exists in the root (see [`unit_file`]).
+pub fn unit_file_exists(root: &Root, unit: &str) -> bool {
+    unit_file(root, unit).is_some()
 }
 
 /// A systemd tool to run (systemctl, journalctl): no stdin, and none of vmagent's own

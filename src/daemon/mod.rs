@@ -59,7 +59,7 @@ pub fn run(opts: &Options) -> u8 {
             if crate::logging::stderr_is_journal() {
                 tracing::error!("{msg}");
             } else {
-                crate::report::err_line(&format!("error: {msg}"));
+                crate::text::err_line(&format!("error: {msg}"));
             }
             code
         }

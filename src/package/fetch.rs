@@ -2,7 +2,8 @@
 //! while the sha256 is computed (one pass), resumed with HTTP Range after a dropped
 //! connection, retried with exponential backoff and jitter on connection errors,
 //! timeouts, 5xx and 429 (Retry-After honoured), and renamed into place only when the
-//! checksum matches. A mismatch deletes the partial file.
+//! checksum matches. A mismatch deletes the partial file. HTTP, timeouts, redirects and
+//! the retry policy are [`crate::net`]'s.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Write};

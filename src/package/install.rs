@@ -182,7 +182,7 @@ pub fn install(
     let file = abs.as_path();
     let cmd = match (format, resolver(root, format)) {
         (Format::Deb, Some(apt)) => {
-            let mut c = Command::new(apt);
+            let mut c = cmd::command(apt);
             c.env("DEBIAN_FRONTEND", "noninteractive")
                 .args([
                     "install",
@@ -195,7 +195,7 @@ pub fn install(
             c
         }
         (Format::Rpm, Some(dnf)) => {
-            let mut c = Command::new(dnf);
+            let mut c = cmd::command(dnf);
             c.args(["install", "-y"]).arg(file);
             c
         }

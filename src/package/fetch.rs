@@ -6,12 +6,13 @@
 //! the retry policy are [`crate::net`]'s.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::progress::Progress;
 use super::PackageError;
 use crate::config::DownloadConfig;
 use crate::fsx;
@@ -302,75 +303,6 @@ fn hash_into(r: &mut impl Read, h: &mut Sha256) -> io::Result<u64> {
                 n += k as u64;
             }
         }
-    }
-}
-
-/// A bar on a terminal; on anything else (cloud-init logs) a line every few seconds.
-struct Progress {
-    url: String,
-    bar: Option<indicatif::ProgressBar>,
-    last: Instant,
-    total: Option<u64>,
-}
-
-impl Progress {
-    fn new(url: &str) -> Self {
-        Progress {
-            url: url.to_string(),
-            bar: None,
-            last: Instant::now(),
-            total: None,
-        }
-    }
-
-    fn start(&mut self, have: u64, total: Option<u64>) {
-        self.total = total;
-        if self.bar.is_none() && io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::with_draw_target(
-                total,
-                indicatif::ProgressDrawTarget::stderr(),
-            );
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            ) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.set_message("downloading istio-sidecar");
-            self.bar = Some(bar);
-        }
-        if let Some(b) = &self.bar {
-            b.set_position(have);
-        } else {
-            err_line(&format!("downloading {} ({})", self.url, mib(total)));
-        }
-        self.last = Instant::now();
-    }
-
-    fn update(&mut self, have: u64) {
-        if let Some(b) = &self.bar {
-            b.set_position(have);
-        } else if self.last.elapsed() >= Duration::from_secs(5) {
-            self.last = Instant::now();
-            err_line(&format!(
-                "downloading {}: {} of {}",
-                self.url,
-                mib(Some(have)),
-                mib(self.total)
-            ));
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-    }
-}
-
-fn mib(n: Option<u64>) -> String {
-    match n {
-        Some(n) => format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0)),
-        None => "size unknown".into(),
     }
 }
 

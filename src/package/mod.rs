@@ -9,6 +9,7 @@
 pub mod fetch;
 pub mod install;
 pub mod os;
+mod progress;
 
 use std::path::{Path, PathBuf};
 

@@ -90,15 +90,20 @@ impl Client {
     }
 
     /// The process's client for `settings`: built on first use and shared after that
-    /// (rebuilt only when the settings change, e.g. a reloaded config with another CA).
+    /// (a new one only for other settings, e.g. a reloaded config with another CA; the
+    /// last few are kept, so alternating users do not rebuild).
     pub fn shared(settings: &Settings) -> Result<Client, Error> {
-        static SHARED: Mutex<Option<Client>> = Mutex::new(None);
-        let mut slot = SHARED.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = slot.as_ref().filter(|c| *c.settings == *settings) {
+        const KEEP: usize = 4;
+        static SHARED: Mutex<Vec<Client>> = Mutex::new(Vec::new());
+        let mut kept = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = kept.iter().find(|c| *c.settings == *settings) {
             return Ok(c.clone());
         }
         let c = Client::new(settings.clone())?;
-        *slot = Some(c.clone());
+        if kept.len() == KEEP {
+            kept.remove(0);
+        }
+        kept.push(c.clone());
         Ok(c)
     }
 
@@ -354,5 +359,32 @@ impl Response {
             status: self.status().as_u16(),
             retry_after,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One client per process: equal settings give the same client (same `Arc`), so a
+    /// monitor made anew on every reload builds nothing.
+    #[test]
+    fn shared_client_is_built_once_per_settings() {
+        let s = Settings {
+            deadline: Duration::from_secs(7),
+            ..Settings::default()
+        };
+        let (a, b) = (Client::shared(&s).unwrap(), Client::shared(&s).unwrap());
+        assert!(Arc::ptr_eq(&a.settings, &b.settings));
+    }
+
+    #[test]
+    fn authorization_is_always_a_secret() {
+        let r = Request::get("https://a.example/")
+            .header(AUTHORIZATION, HeaderValue::from_static("Bearer x"))
+            .header(reqwest::header::RANGE, HeaderValue::from_static("bytes=1-"));
+        assert!(r.secrets.contains_key(AUTHORIZATION));
+        assert!(!r.headers.contains_key(AUTHORIZATION));
+        assert!(r.headers.contains_key(reqwest::header::RANGE));
     }
 }

@@ -76,12 +76,12 @@ fn main() -> ExitCode {
 
     // 1. download + verify
     let body = noise(SIZE);
-    let sha = fetch::hex(&Sha256::digest(&body));
+    let sha = vmagent::text::hex(&Sha256::digest(&body));
     let server = Server::http();
     server.put("/istio-sidecar.deb", body);
     let url = server.url("/istio-sidecar.deb");
     let cfg = DownloadConfig::default();
-    let client = fetch::client(&cfg, &[]).expect("client");
+    let client = vmagent::net::Client::new(Default::default()).expect("client");
     let cache = work.path().join("cache");
     let curl_out = work.path().join("curl.out");
     fs::create_dir_all(&cache).unwrap();

@@ -766,7 +766,14 @@ fn latency_trial(dir: &Path, url: &str, settle: Duration) -> (Duration, State) {
     let h = thread::spawn(move || {
         // The monitor is not Send (its unit view is a boxed FnMut): built in this thread.
         let follower = Follower::new(&[path]).expect("follower");
-        let mut m = Monitor::new(Some(follower), Prober::new(&url), None);
+        let mut m = Monitor::new(
+            Some(follower),
+            Prober::new(
+                &url,
+                vmagent::net::Client::shared(&Default::default()).unwrap(),
+            ),
+            None,
+        );
         let mut on = |e: Event<'_>| {
             if let Event::Waiting { .. } = e {
                 let _ = tx_wait.send(());

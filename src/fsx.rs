@@ -106,6 +106,24 @@ pub fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// A JSON record's bytes as vmagent writes them: pretty, with a final newline.
+pub fn json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> io::Result<Vec<u8>> {
+    let mut v = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    v.push(b'\n');
+    Ok(v)
+}
+
+/// Writes `value` as a JSON record ([`json_bytes`]) to `path` atomically with `mode`,
+/// and fsyncs the file and its directory: when this returns, the record is durable.
+pub fn write_json<T: serde::Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+    mode: u32,
+) -> io::Result<()> {
+    write_atomic(path, &json_bytes(value)?, mode, None)?;
+    sync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
 /// Writes `content` to `path` atomically with the given mode and owner.
 ///
 /// The containing directory is *not* fsynced here: callers batch that per directory

@@ -170,10 +170,7 @@ impl Record {
         let d = root
             .ensure_own_dir(&root.state_dir().join(DIR), 0o700)
             .map_err(other)?;
-        let mut data = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        data.push(b'\n');
-        fsx::write_atomic(&d.join("record.json"), &data, 0o600, None)?;
-        fsx::sync_dir(&d)
+        fsx::write_json(&d.join("record.json"), self, 0o600)
     }
 
     /// The /etc/hosts original uninstall goes by: a committed record's, else the

@@ -216,11 +216,7 @@ pub fn out(s: &str) {
     let _ = std::io::stdout().lock().write_all(s.as_bytes());
 }
 
-/// Writes one line to stderr, ignoring a closed stream.
-pub fn err_line(s: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{s}");
-}
+pub use crate::text::err_line;
 
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

@@ -81,26 +81,8 @@ pub enum RunError {
     },
 }
 
-/// Process exit codes (documented in README.md).
-pub mod exit {
-    /// Success, or up to date.
-    pub const OK: u8 = 0;
-    /// The apply failed; changes were rolled back.
-    pub const FAILED: u8 = 1;
-    /// Invalid bundle or command line.
-    pub const INVALID: u8 = 2;
-    /// Another vmagent holds the lock.
-    pub const BUSY: u8 = 3;
-    /// A prerequisite is missing or something on disk is in the way.
-    pub const PREREQUISITE: u8 = 4;
-    /// The package could not be downloaded or verified.
-    pub const DOWNLOAD: u8 = 5;
-    /// dpkg/rpm failed.
-    pub const INSTALL: u8 = 6;
-    /// systemctl failed (daemon-reload, enable, start, restart).
-    pub const SERVICE: u8 = 7;
-    // 10-27: the proxy is not ready, by failure kind: see `health::Failure::exit_code`.
-}
+/// Process exit codes (moved to [`crate::exit`]; re-exported for the CLI).
+pub use crate::exit;
 
 impl RunError {
     /// Lines worth showing under the one-line error (an installer's output tail).
@@ -310,11 +292,21 @@ pub fn apply(
         service::preflight(&root)?;
     }
     // The logs are followed from where they are now: lines of earlier runs never count.
-    let mut monitor = opts.start.then(|| {
-        let (m, problem) = crate::health::monitor::for_root(&root, &cfg.health.ready_url);
-        warnings.extend(problem);
-        m
-    });
+    let monitor = match opts.start {
+        false => None,
+        true => {
+            // The process's one client (the package download shares it).
+            let extra_ca = opts.package.as_ref().and_then(|p| p.ca_file.as_deref());
+            let client = crate::net::Client::shared(&cfg.net_settings(&root, extra_ca)?)
+                .map_err(|e| RunError::Package(PackageError::Config(e.to_string())))?;
+            let client = Ok(client);
+            let (m, problem) =
+                crate::health::monitor::for_root(&root, &cfg.health.ready_url, client);
+            warnings.extend(problem);
+            Some(m)
+        }
+    };
+    let mut monitor = monitor;
     // Which of vmagent's own directories it makes (purge removes only those whole).
     let missing = crate::pristine::missing_dirs(&root, &[root.state_dir(), root.cache_dir()]);
     let state_dir = apply::state_dir(&root)?;

@@ -40,9 +40,7 @@ impl State {
 
     /// The bytes written to disk.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
-        v.push(b'\n');
-        v
+        crate::fsx::json_bytes(self).unwrap_or_default()
     }
 }
 

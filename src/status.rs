@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::health::probe::{Probe, Prober};
+use crate::health::probe::{self, Probe};
 use crate::health::{Failure, Health, State};
 use crate::layout;
 use crate::root::Root;
@@ -286,9 +286,7 @@ impl Status {
         let dir = crate::apply::ensure_dir(root, Path::new(DIR), 0o755)
             .map_err(|(path, source)| StatusError::Io { path, source })?;
         let p = dir.join("status.json");
-        let mut data = serde_json::to_vec_pretty(self).map_err(StatusError::Encode)?;
-        data.push(b'\n');
-        crate::fsx::write_atomic(&p, &data, 0o644, None)
+        crate::fsx::write_json(&p, self, 0o644)
             .map_err(|source| StatusError::Io { path: p, source })
     }
 
@@ -357,7 +355,12 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
     };
     let enabled = sc.enablement().ok().filter(|s| !s.is_empty());
     let probe = match mode {
-        crate::service::Mode::Live => Some(Prober::new(ready_url).probe()),
+        crate::service::Mode::Live => Some(
+            crate::net::Client::shared(&crate::net::Settings::default()).map_or_else(
+                |e| Probe::Down(e.to_string()),
+                |c| probe::probe(&c, ready_url),
+            ),
+        ),
         crate::service::Mode::Offline(_) => None,
     };
     let mut health = stored

@@ -457,9 +457,5 @@ pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
 }
 
 fn service_file(root: &Root) -> bool {
-    service::UNIT_DIRS.iter().any(|d| {
-        root.resolve(&Path::new(d).join(service::UNIT))
-            .map(|p| p.exists())
-            .unwrap_or(false)
-    })
+    service::unit_file_exists(root, service::UNIT)
 }

@@ -1815,3 +1815,71 @@ fn journal_lines_carry_priority_and_fields() {
         "a line without priority:\n{text}"
     );
 }
+
+// ---------------------------------------------------------------------------------
+// The one HTTP layer's policies, seen through the daemon
+// ---------------------------------------------------------------------------------
+
+/// [source] headers are secrets for the source's origin: a redirect to another origin
+/// (another port on 127.0.0.1) gets the bundle without them.
+#[test]
+fn url_source_headers_are_not_sent_to_another_origin() {
+    use common::server::{Fault, Server};
+    let (origin, other) = (Server::http(), Server::http());
+    let vm = Vm::with("ready", &Conf::default());
+    fs::remove_file(vm.root.at(BUNDLE)).unwrap();
+    let path = "/fleet/vm1/bundle.tar";
+    other.put("/elsewhere/bundle.tar", vm.spec().tar_bytes());
+    origin.always(path, Fault::Redirect(other.url("/elsewhere/bundle.tar")));
+    vm.write_config_text(&format!(
+        "[source]\nbundle = \"{}\"\npoll_interval_secs = 1\nheaders = {{ X-Api-Key = \"k3y-s3cret\", Authorization = \"Bearer s3cret\" }}\n\n[package]\nversion = \"{V1}\"\n\n[daemon]\ndrift_interval_secs = 3600\nprobe_interval_secs = 1\n\n[health]\nready_url = \"{}\"\n",
+        origin.url(path),
+        vm.ready.url()
+    ));
+    let d = vm.daemon();
+    vm.wait_ready(&d);
+    assert_eq!(vm.read(TOKEN), Some(example("istio-token")));
+    let has = |r: &common::server::Request, name: &str| r.headers.iter().any(|(k, _)| k == name);
+    let sent = origin.requests_for(path);
+    assert!(
+        !sent.is_empty()
+            && sent
+                .iter()
+                .all(|r| has(r, "x-api-key") && has(r, "authorization")),
+        "the origin did not get its headers: {sent:?}"
+    );
+    let leaked = other.requests_for("/elsewhere/bundle.tar");
+    assert!(!leaked.is_empty(), "the redirect was not followed");
+    assert!(
+        leaked
+            .iter()
+            .all(|r| !has(r, "x-api-key") && !has(r, "authorization")),
+        "secret headers went to another origin: {leaked:?}"
+    );
+}
+
+/// The report URL is reached over https with a private CA: the configured CA file is
+/// trusted by the report sender as by the package download.
+#[test]
+fn report_url_over_https_trusts_the_configured_ca() {
+    use common::server::{Server, TestCa};
+    let ca = TestCa::new();
+    let receiver = Server::https(&ca);
+    let vm = Vm::with("ready", &Conf::default());
+    ca.write_pem(&vm.root.at("/etc/vmagent"));
+    vm.write_config_text(&format!(
+        "[source]\nbundle = \"{BUNDLE}\"\n\n[package]\nversion = \"{V1}\"\nca_file = \"/etc/vmagent/test-ca.pem\"\n\n[daemon]\ndrift_interval_secs = 3600\nprobe_interval_secs = 1\n\n[health]\nready_url = \"{}\"\nreport_url = \"{}\"\n",
+        vm.ready.url(),
+        receiver.url("/report")
+    ));
+    let d = vm.daemon();
+    vm.wait_ready(&d);
+    // The receiver logs a request only once TLS is through (it answers the POST 400,
+    // which the daemon only warns about).
+    vm.wait_for(&d, "a POST to the https report URL", || {
+        receiver
+            .requests_for("/report")
+            .into_iter()
+            .find(|r| r.method == "POST")
+    });
+}

@@ -1097,3 +1097,56 @@ fn no_source_at_all_exit_4() {
     r.code(4).says("--package").says("--istio-version");
     c.assert_nothing_done();
 }
+
+// ---------------------------------------------------------------------------------
+// The one HTTP layer's policies, seen through the package download
+// ---------------------------------------------------------------------------------
+
+/// An https mirror redirecting to plain http is refused (the package would travel in
+/// clear text): exit 5 naming both URLs, and the http server never sees a request.
+#[test]
+fn https_redirect_to_http_is_refused() {
+    let ca = TestCa::new();
+    let c = case_with(Server::https(&ca));
+    c.serve();
+    let plain = Server::http();
+    plain.put("/plain/istio-sidecar.deb", deb().bytes.clone());
+    let to = plain.url("/plain/istio-sidecar.deb");
+    c.srv.always(PKG, Fault::Redirect(to.clone()));
+    let pem = ca.write_pem(c.work.path());
+    let r = c.apply_pkg(&[
+        "--ca-file",
+        pem.to_str().unwrap(),
+        "--package-sha256",
+        &deb().sha,
+    ]);
+    r.code(5).says("refused").says(&to).says(&c.srv.url(PKG));
+    assert!(plain.requests().is_empty(), "{:?}", plain.requests());
+    c.assert_nothing_installed();
+}
+
+/// A body that never stops trickling (a byte every 2 s, never idle long enough for the
+/// idle timeout) fails at the total deadline instead of holding the apply forever.
+#[test]
+fn trickling_body_fails_at_the_total_deadline() {
+    let c = case();
+    c.serve();
+    fs::write(
+        c.root.at("/etc/vmagent/config.toml"),
+        "[download]\nconnect_timeout_secs = 2\nidle_timeout_secs = 10\nattempts = 1\nbackoff_ms = 50\ndeadline_secs = 3\n",
+    )
+    .unwrap();
+    c.srv.always(
+        PKG,
+        Fault::Trickle {
+            chunk: 1,
+            interval_ms: 2000,
+            slow_bytes: usize::MAX,
+        },
+    );
+    let r = c.apply_pkg(&["--package-sha256", &deb().sha]);
+    r.code(5).says("deadline");
+    // Generous: the deadline is 3 s; the trickle alone would take weeks.
+    assert!(r.took < Duration::from_secs(50), "{}", r.show());
+    c.assert_nothing_installed();
+}

@@ -1015,23 +1015,31 @@ fn offline_root_is_enabled_not_started() {
 // 13. The readiness prober against a real server
 // ---------------------------------------------------------------------------------
 
+/// The process's shared client, as vmagent's commands build it.
+fn client() -> vmagent::net::Client {
+    vmagent::net::Client::shared(&vmagent::net::Settings::default()).unwrap()
+}
+
 #[test]
 fn prober_answers() {
     let ok = ReadyServer::fixed(200);
-    assert_eq!(Prober::new(&ok.url()).probe(), Probe::Ready);
+    assert_eq!(Prober::new(&ok.url(), client()).probe(), Probe::Ready);
     let busy = ReadyServer::fixed(503);
-    assert_eq!(Prober::new(&busy.url()).probe(), Probe::NotReady(503));
+    assert_eq!(
+        Prober::new(&busy.url(), client()).probe(),
+        Probe::NotReady(503)
+    );
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
     // 127.0.0.2: no test server binds there, whatever port a parallel test gets.
     let url = format!("http://127.0.0.2:{port}/healthz/ready");
-    match Prober::new(&url).probe() {
+    match Prober::new(&url, client()).probe() {
         Probe::Down(why) => assert!(!why.is_empty()),
         p => panic!("nothing listens on {url}, got {p:?}"),
     }
-    assert_eq!(Prober::new(&url).url(), url);
+    assert_eq!(Prober::new(&url, client()).url(), url);
 }
 
 /// Proxy variables pointing at a "proxy" (a server that answers 502 and counts
@@ -1091,12 +1099,12 @@ fn prober_child() {
         return;
     };
     match mode.as_str() {
-        "prober" => assert_eq!(Prober::new(&url).probe(), Probe::Ready),
+        "prober" => assert_eq!(Prober::new(&url, client()).probe(), Probe::Ready),
         "control" => {
-            vmagent::package::fetch::install_crypto_provider();
-            let r = reqwest::blocking::Client::new()
-                .get(&url)
-                .send()
+            vmagent::net::install_crypto_provider();
+            // reqwest's own default client: its system proxy matcher does send loopback
+            // through HTTP_PROXY.
+            let r = vmagent::net::block_on(reqwest::Client::new().get(&url).send())
                 .expect("the proxy answers");
             assert_eq!(r.status().as_u16(), 502, "not through the proxy");
         }

@@ -312,11 +312,8 @@ impl TxnDir {
             journal.entries.push(Entry { path: rel, prior });
         }
         fsx::sync_dir(&backups).map_err(io_err("syncing", &backups))?;
-        let bytes = serde_json::to_vec(&journal)
-            .map_err(|e| io_err("encoding", &self.journal())(io::Error::other(e)))?;
-        fsx::write_atomic(&self.journal(), &bytes, 0o600, None)
+        fsx::write_json(&self.journal(), &journal, 0o600)
             .map_err(io_err("writing", &self.journal()))?;
-        fsx::sync_dir(&self.dir).map_err(io_err("syncing", &self.dir))?;
         Ok(journal)
     }
 

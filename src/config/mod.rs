@@ -175,7 +175,7 @@ pub struct HealthConfig {
 }
 
 fn d_ready_url() -> String {
-    crate::health::probe::DEFAULT_URL.into()
+    crate::net::READY_URL.into()
 }
 fn d_wait() -> u64 {
     180
@@ -221,6 +221,10 @@ pub struct DownloadConfig {
     /// First backoff; doubles each retry, with jitter.
     #[serde(default = "d_backoff")]
     pub backoff_ms: u64,
+    /// Total deadline of one request, headers and body (a body trickling in forever
+    /// fails here instead of holding the apply).
+    #[serde(default = "d_deadline")]
+    pub deadline_secs: u64,
 }
 
 fn d_connect() -> u64 {
@@ -235,6 +239,9 @@ fn d_attempts() -> u32 {
 fn d_backoff() -> u64 {
     500
 }
+fn d_deadline() -> u64 {
+    3600
+}
 
 impl Default for DownloadConfig {
     fn default() -> Self {
@@ -243,11 +250,39 @@ impl Default for DownloadConfig {
             idle_timeout_secs: d_idle(),
             attempts: d_attempts(),
             backoff_ms: d_backoff(),
+            deadline_secs: d_deadline(),
         }
     }
 }
 
 impl Config {
+    /// The settings of the process's one HTTP client: every configured CA file
+    /// (`extra_ca`, a host path from --ca-file; package.ca_file and [source] ca_file,
+    /// inside `root`) and the [download] timeouts.
+    pub fn net_settings(
+        &self,
+        root: &Root,
+        extra_ca: Option<&Path>,
+    ) -> Result<crate::net::Settings, crate::root::RootError> {
+        let mut ca_files: Vec<PathBuf> = extra_ca.into_iter().map(Path::to_path_buf).collect();
+        for ca in [&self.package.ca_file, &self.source.ca_file]
+            .into_iter()
+            .flatten()
+        {
+            let p = root.resolve(ca)?;
+            if !ca_files.contains(&p) {
+                ca_files.push(p);
+            }
+        }
+        let d = &self.download;
+        Ok(crate::net::Settings {
+            ca_files,
+            connect: std::time::Duration::from_secs(d.connect_timeout_secs),
+            idle: std::time::Duration::from_secs(d.idle_timeout_secs),
+            deadline: std::time::Duration::from_secs(d.deadline_secs),
+        })
+    }
+
     /// Reads the root's config and drop-ins; none at all is the defaults.
     pub fn load(root: &Root) -> Result<Config, ConfigError> {
         Ok(Self::load_files(root)?.0)
@@ -364,7 +399,7 @@ impl Config {
     /// arithmetic (`Instant + Duration` panics), zero would spin. One line per error,
     /// naming the key, the value and the range (the caller adds the file).
     fn check_ranges(&self) -> Result<(), String> {
-        let numbers: [(&str, u64, std::ops::RangeInclusive<u64>); 9] = [
+        let numbers: [(&str, u64, std::ops::RangeInclusive<u64>); 10] = [
             (
                 "source.poll_interval_secs",
                 self.source.poll_interval_secs,
@@ -397,6 +432,11 @@ impl Config {
                 1..=HOUR,
             ),
             ("download.attempts", self.download.attempts.into(), 1..=100),
+            (
+                "download.deadline_secs",
+                self.download.deadline_secs,
+                1..=DAY,
+            ),
             (
                 "download.backoff_ms",
                 self.download.backoff_ms,

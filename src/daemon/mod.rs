@@ -36,9 +36,9 @@ use std::time::{Duration, Instant};
 
 use crate::apply::lock;
 use crate::config::Config;
+use crate::exit;
 use crate::health::monitor::Monitor;
 use crate::root::Root;
-use crate::run::exit;
 use crate::status::{HealthView, LastApply};
 use source::Source;
 use store::Store;
@@ -58,7 +58,7 @@ pub fn run(opts: &Options) -> u8 {
             if crate::logging::stderr_is_journal() {
                 tracing::error!("{msg}");
             } else {
-                crate::report::err_line(&format!("error: {msg}"));
+                crate::text::err_line(&format!("error: {msg}"));
             }
             code
         }
@@ -128,7 +128,7 @@ impl Daemon {
             store,
             source_error: None,
             poll_error: None,
-            reporter: cfg.health.report_url.clone().map(report::Reporter::new),
+            reporter: report::Reporter::for_config(&cfg, &root),
             root,
             cfg,
             _lock: lock,
@@ -156,7 +156,7 @@ impl Daemon {
                     tracing::warn!("[paths] changed: it takes effect when vmagent restarts (`systemctl restart vmagent`)");
                     c.paths = self.cfg.paths.clone();
                 }
-                self.reporter = c.health.report_url.clone().map(report::Reporter::new);
+                self.reporter = report::Reporter::for_config(&c, &self.root);
                 self.monitor = new_monitor(&self.root, &c);
                 self.cfg = c;
                 tracing::info!("configuration reloaded (SIGHUP)");
@@ -173,7 +173,12 @@ impl Daemon {
 }
 
 fn new_monitor(root: &Root, cfg: &Config) -> Monitor {
-    let (m, problem) = crate::health::monitor::for_root(root, &cfg.health.ready_url);
+    // The daemon's one client, shared with the URL poll, the report and the package.
+    let client = cfg
+        .net_settings(root, None)
+        .map_err(|e| e.to_string())
+        .and_then(|s| crate::net::Client::shared(&s).map_err(|e| e.to_string()));
+    let (m, problem) = crate::health::monitor::for_root(root, &cfg.health.ready_url, client);
     if let Some(p) = problem {
         tracing::warn!("{p}");
     }

@@ -11,21 +11,20 @@
 //! it and does not fetch it again until the server's copy changes.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::Client;
-use reqwest::header::{
+use crate::net::header::{
     HeaderMap, HeaderName, HeaderValue, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
-    RETRY_AFTER,
 };
-use reqwest::StatusCode;
+use crate::net::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::fsx;
-use crate::package::fetch;
+use crate::net::retry::{self, Backoff};
+use crate::net::{self, Client, Request};
 use crate::redact;
 use crate::root::Root;
 
@@ -75,7 +74,7 @@ impl Remote {
     /// the token), storing into `dir` (host path).
     pub fn new(url: &str, cfg: &Config, root: &Root, dir: &Path) -> Result<Remote, String> {
         let shown = redact::url(url);
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bundle URL '{shown}': {e}"))?;
+        let parsed = net::Url::parse(url).map_err(|e| format!("bundle URL '{shown}': {e}"))?;
         let loopback = matches!(
             parsed.host_str(),
             Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
@@ -89,14 +88,11 @@ impl Remote {
                 ))
             }
         }
-        let mut cas = Vec::new();
-        if let Some(ca) = &cfg.source.ca_file {
-            cas.push(
-                root.resolve(ca)
-                    .map_err(|e| format!("[source] ca_file: {e}"))?,
-            );
-        }
-        let client = fetch::client(&cfg.download, &cas).map_err(|e| e.to_string())?;
+        // The process's one client (its CA files include [source] ca_file).
+        let settings = cfg
+            .net_settings(root, None)
+            .map_err(|e| format!("[source] ca_file / package.ca_file: {e}"))?;
+        let client = Client::shared(&settings).map_err(|e| e.to_string())?;
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.source.headers {
             let name = HeaderName::from_bytes(k.as_bytes())
@@ -147,54 +143,62 @@ impl Remote {
         let wait = match &result {
             Polled::Failed(_) => {
                 self.failures = self.failures.saturating_add(1);
-                let backoff = self
-                    .interval
-                    .saturating_mul(1 << self.failures.min(12))
-                    .min(MAX_BACKOFF.max(self.interval));
-                spread(backoff).max(retry_after.unwrap_or_default())
+                // The first failure already doubles the interval.
+                self.policy()
+                    .delay(self.failures + 1, retry_after, retry::unit_random())
             }
             _ => {
                 self.failures = 0;
-                spread(self.interval)
+                self.policy().delay(1, None, retry::unit_random())
             }
         };
         self.next = Instant::now() + wait;
         result
     }
 
+    /// The one retry policy, starting at the poll interval, 80-120 % jitter.
+    fn policy(&self) -> Backoff {
+        Backoff::new(self.interval, MAX_BACKOFF.max(self.interval), MAX_BACKOFF)
+            .with_jitter(0.8, 1.2)
+    }
+
     fn fetch(&mut self) -> (Polled, Option<Duration>) {
+        net::block_on(self.fetch_async())
+    }
+
+    async fn fetch_async(&mut self) -> (Polled, Option<Duration>) {
         let url = &self.url;
         let shown = &self.shown;
-        let mut req = self.client.get(url).headers(self.headers.clone());
+        let mut req = Request::get(url).secret_headers(self.headers.clone());
         if self.file().is_some() {
-            if let Some(e) = &self.have.etag {
+            if let Some(e) = self
+                .have
+                .etag
+                .as_deref()
+                .and_then(|e| HeaderValue::from_str(e).ok())
+            {
                 req = req.header(IF_NONE_MATCH, e);
             }
-            if let Some(m) = &self.have.last_modified {
+            if let Some(m) = self
+                .have
+                .last_modified
+                .as_deref()
+                .and_then(|m| HeaderValue::from_str(m).ok())
+            {
                 req = req.header(IF_MODIFIED_SINCE, m);
             }
         }
-        let mut resp = match req.send() {
+        let mut resp = match self.client.send(req).await {
             Ok(r) => r,
-            Err(e) => {
-                return (
-                    Polled::Failed(format!("{shown}: {}", fetch::error_chain(&e))),
-                    None,
-                )
-            }
+            Err(e) => return (Polled::Failed(e.to_string()), None),
         };
         let status = resp.status();
         if status == StatusCode::NOT_MODIFIED {
             return (Polled::NotModified, None);
         }
         if !status.is_success() {
-            let after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s).min(MAX_BACKOFF));
-            return (Polled::Failed(format!("{shown}: HTTP {status}")), after);
+            let e = resp.status_error();
+            return (Polled::Failed(e.to_string()), e.retry_after());
         }
         let header = |h| {
             resp.headers()
@@ -207,12 +211,11 @@ impl Remote {
             etag: header(ETAG),
             last_modified: header(LAST_MODIFIED),
         };
-        match self.store(&mut resp) {
+        match self.store(&mut resp).await {
             Ok(()) => {}
             Err(e) => return (Polled::Failed(format!("{shown}: {e}")), None),
         }
-        let json = serde_json::to_vec(&got).unwrap_or_default();
-        if let Err(e) = fsx::write_atomic(&self.dir.join("fetched.json"), &json, 0o600, None) {
+        if let Err(e) = fsx::write_json(&self.dir.join("fetched.json"), &got, 0o600) {
             tracing::warn!(error = %e, "cannot record the bundle's ETag; it is downloaded again next time");
         }
         self.have = got;
@@ -220,28 +223,27 @@ impl Remote {
     }
 
     /// Streams the body into `fetched` (bounded, fsynced, renamed into place).
-    fn store(&self, body: &mut impl Read) -> io::Result<()> {
+    async fn store(&self, body: &mut net::Response) -> io::Result<()> {
         let mut tmp = tempfile::Builder::new()
             .prefix(".fetching-")
             .tempfile_in(&self.dir)?;
         let limit = max_body();
-        let n = io::copy(&mut body.take(limit + 1), tmp.as_file_mut())?;
-        if n > limit {
-            return Err(io::Error::other(format!(
-                "the bundle is larger than {} MiB",
-                limit >> 20
-            )));
+        let mut n = 0u64;
+        while let Some(piece) = body.chunk().await.map_err(io::Error::other)? {
+            n += piece.len() as u64;
+            if n > limit {
+                return Err(io::Error::other(format!(
+                    "the bundle is larger than {} MiB",
+                    limit >> 20
+                )));
+            }
+            tmp.as_file_mut().write_all(&piece)?;
         }
         tmp.as_file_mut().flush()?;
         tmp.as_file().sync_all()?;
         tmp.persist(self.dir.join("fetched")).map_err(|e| e.error)?;
         fsx::sync_dir(&self.dir)
     }
-}
-
-/// 80-120 % of `d`.
-fn spread(d: Duration) -> Duration {
-    d.mul_f64(0.8 + 0.4 * fetch::unit_random())
 }
 
 #[cfg(test)]

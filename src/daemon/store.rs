@@ -111,7 +111,7 @@ impl Store {
             source::write_canonical_tar(&raw, &mut w).map_err(io_err)?;
             let HashingWriter { inner, hash } = w;
             inner.into_inner().map_err(|e| io_err(e.into_error()))?;
-            let hex = crate::package::fetch::hex(&hash.finalize());
+            let hex = crate::text::hex(&hash.finalize());
             Digest::parse(&hex).map_err(|e| BundleError::source(&shown, e.to_string()))?
         };
         drop(raw);
@@ -135,9 +135,7 @@ impl Store {
 
     /// Writes state.json atomically and removes staged bundles no longer referenced.
     pub fn save(&self) -> io::Result<()> {
-        let json = serde_json::to_vec_pretty(&self.state.to_record()).map_err(io::Error::other)?;
-        fsx::write_atomic(&self.dir.join("state.json"), &json, 0o600, None)?;
-        fsx::sync_dir(&self.dir)?;
+        fsx::write_json(&self.dir.join("state.json"), &self.state.to_record(), 0o600)?;
         let keep: Vec<String> = (self.state.referenced().into_iter())
             .map(|d| format!("{d}.tar"))
             .collect();

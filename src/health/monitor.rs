@@ -53,7 +53,11 @@ pub type JournalStart = Box<dyn FnMut(i64) -> Option<Journal>>;
 /// OUTPUT_CERTS directory of the installed cluster.env for the token verdict. The error,
 /// when the logs cannot be followed, is for the caller to report; the monitor then works
 /// from the probe alone.
-pub fn for_root(root: &crate::root::Root, ready_url: &str) -> (Monitor, Option<String>) {
+pub fn for_root(
+    root: &crate::root::Root,
+    ready_url: &str,
+    client: Result<crate::net::Client, String>,
+) -> (Monitor, Option<String>) {
     let logs: Vec<std::path::PathBuf> = [crate::layout::ISTIO_LOG, crate::layout::ISTIO_ERR_LOG]
         .iter()
         .filter_map(|p| root.resolve(std::path::Path::new(p)).ok())
@@ -71,8 +75,8 @@ pub fn for_root(root: &crate::root::Root, ready_url: &str) -> (Monitor, Option<S
     let (sc, mode) = crate::service::Systemctl::for_root(root);
     let live = mode == crate::service::Mode::Live;
     let unit = live.then(|| -> UnitView { Box::new(move || sc.show().ok()) });
-    let mut m =
-        Monitor::new(follower, Prober::new(ready_url), unit).with_cert_dir(CertDir::for_root(root));
+    let mut m = Monitor::new(follower, Prober::with(ready_url, client), unit)
+        .with_cert_dir(CertDir::for_root(root));
     if live {
         m = m.with_journal(Box::new(Journal::start));
     }

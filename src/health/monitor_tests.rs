@@ -13,7 +13,18 @@ fn fixture(unit: Option<UnitView>) -> (tempfile::TempDir, std::path::PathBuf, Mo
     let url = format!("http://{}/healthz/ready", dead.local_addr().unwrap());
     drop(dead);
     let f = Follower::new(std::slice::from_ref(&log)).unwrap();
-    (t, log, Monitor::new(Some(f), Prober::new(&url), unit))
+    (
+        t,
+        log,
+        Monitor::new(
+            Some(f),
+            Prober::new(
+                &url,
+                crate::net::Client::shared(&Default::default()).unwrap(),
+            ),
+            unit,
+        ),
+    )
 }
 
 fn append(log: &std::path::Path, line: &str) {

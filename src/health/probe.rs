@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-/// Default readiness URL (Envoy's health port, served on all interfaces).
-pub const DEFAULT_URL: &str = "http://127.0.0.1:15021/healthz/ready";
+use crate::net::{self, Client, Request};
+
+/// Default readiness URL (see [`net::READY_URL`]).
+pub const DEFAULT_URL: &str = net::READY_URL;
 
 /// One probe's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,25 +31,32 @@ impl Probe {
     }
 }
 
-/// Probes one URL.
+/// Probes `url` once with the process's shared client. A local endpoint that takes more
+/// than a second is not ready; the client never sends loopback through a proxy.
+pub fn probe(client: &Client, url: &str) -> Probe {
+    let req = Request::get(url).deadline(Duration::from_secs(1));
+    match net::block_on(client.send(req)) {
+        Ok(r) if r.status().as_u16() == 200 => Probe::Ready,
+        Ok(r) => Probe::NotReady(r.status().as_u16()),
+        Err(e) => Probe::Down(e.to_string()),
+    }
+}
+
+/// One URL to probe, with the client to probe it with.
 pub struct Prober {
     url: String,
-    client: Option<reqwest::blocking::Client>,
+    /// `Err`: why there is no client (every probe then reports it).
+    client: Result<Client, String>,
 }
 
 impl Prober {
-    /// A prober for `url`; requests time out after a second (a local endpoint that takes
-    /// longer is not ready).
-    pub fn new(url: &str) -> Self {
-        crate::package::fetch::install_crypto_provider();
-        let client = reqwest::blocking::Client::builder()
-            // Loopback must never go through an HTTP(S)_PROXY from the environment.
-            .no_proxy()
-            .timeout(Duration::from_secs(1))
-            .connect_timeout(Duration::from_secs(1))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .ok();
+    /// A prober for `url` using `client` (the process's shared one).
+    pub fn new(url: &str, client: Client) -> Self {
+        Prober::with(url, Ok(client))
+    }
+
+    /// A prober for `url`, or one that reports why there is no client.
+    pub fn with(url: &str, client: Result<Client, String>) -> Self {
         Prober {
             url: url.to_string(),
             client,
@@ -61,13 +70,9 @@ impl Prober {
 
     /// Probes once.
     pub fn probe(&self) -> Probe {
-        let Some(c) = &self.client else {
-            return Probe::Down("no HTTP client".into());
-        };
-        match c.get(&self.url).send() {
-            Ok(r) if r.status().as_u16() == 200 => Probe::Ready,
-            Ok(r) => Probe::NotReady(r.status().as_u16()),
-            Err(e) => Probe::Down(crate::package::fetch::error_chain(&e)),
+        match &self.client {
+            Ok(c) => probe(c, &self.url),
+            Err(e) => Probe::Down(format!("no HTTP client: {e}")),
         }
     }
 }

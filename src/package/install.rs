@@ -4,9 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use super::os::Format;
 use super::PackageError;
+use crate::cmd::{self, show};
 use crate::root::Root;
 
 /// The package name Istio publishes.
@@ -28,25 +30,24 @@ pub struct FileInfo {
     pub depends: String,
 }
 
-fn run(cmd: &mut Command) -> Result<std::process::Output, PackageError> {
-    cmd.env("LC_ALL", "C");
-    crate::service::without_notify_env(cmd);
-    cmd.output()
-        .map_err(|e| PackageError::Tool(format!("cannot run {}: {e}", show(cmd))))
+/// A query (dpkg-query, rpm -q, dpkg-deb --show) answers in seconds.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An install runs maintainer scripts and may resolve dependencies over the network.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(1800);
+
+fn run(cmd: &mut Command) -> Result<cmd::Output, PackageError> {
+    run_for(cmd, QUERY_TIMEOUT)
 }
 
-/// The command line as a person would type it.
-fn show(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+fn run_for(c: &mut Command, timeout: Duration) -> Result<cmd::Output, PackageError> {
+    c.env("LC_ALL", "C");
+    cmd::run(c, timeout).map_err(|e| PackageError::Tool(e.to_string()))
 }
 
 /// dpkg / rpm with the root option when the root is not `/`.
 fn tool(root: &Root, prog: &str) -> Command {
-    let mut c = Command::new(prog);
+    let mut c = cmd::command(prog);
     if !root.is_live() {
         match prog {
             "rpm" => {
@@ -64,14 +65,14 @@ fn tool(root: &Root, prog: &str) -> Command {
 pub fn file_info(format: Format, path: &Path) -> Result<FileInfo, PackageError> {
     let (mut cmd, fields) = match format {
         Format::Deb => {
-            let mut c = Command::new("dpkg-deb");
+            let mut c = cmd::command("dpkg-deb");
             c.arg("--show")
                 .arg("--showformat=${Package}\\n${Version}\\n${Architecture}\\n${Depends}\\n")
                 .arg(path);
             (c, 4)
         }
         Format::Rpm => {
-            let mut c = Command::new("rpm");
+            let mut c = cmd::command("rpm");
             c.args([
                 "-qp",
                 "--nosignature",
@@ -90,7 +91,7 @@ pub fn file_info(format: Format, path: &Path) -> Result<FileInfo, PackageError> 
         return Err(PackageError::NotAPackage {
             path: path.display().to_string(),
             format,
-            detail: tail(&o.stderr).join(" / "),
+            detail: tail(&o).join(" / "),
         });
     }
     Ok(FileInfo {
@@ -181,7 +182,7 @@ pub fn install(
     let file = abs.as_path();
     let cmd = match (format, resolver(root, format)) {
         (Format::Deb, Some(apt)) => {
-            let mut c = Command::new(apt);
+            let mut c = cmd::command(apt);
             c.env("DEBIAN_FRONTEND", "noninteractive")
                 .args([
                     "install",
@@ -194,7 +195,7 @@ pub fn install(
             c
         }
         (Format::Rpm, Some(dnf)) => {
-            let mut c = Command::new(dnf);
+            let mut c = cmd::command(dnf);
             c.args(["install", "-y"]).arg(file);
             c
         }
@@ -242,27 +243,20 @@ pub fn remove(root: &Root, format: Format, purge: bool) -> Result<String, Packag
 /// Runs dpkg/rpm/apt-get/dnf; a failure carries the command and its output's tail.
 fn run_installer(mut cmd: Command) -> Result<String, PackageError> {
     let shown = show(&cmd);
-    let o = run(&mut cmd)?;
+    let o = run_for(&mut cmd, INSTALL_TIMEOUT)?;
     if !o.status.success() {
-        let mut all = o.stdout.clone();
-        all.extend_from_slice(&o.stderr);
         return Err(PackageError::Install {
             command: shown,
-            status: o
-                .status
-                .code()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "a signal".into()),
-            tail: tail(&all),
+            status: o.status_text(),
+            tail: tail(&o),
         });
     }
     Ok(shown)
 }
 
-fn tail(out: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(out);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(TAIL_LINES)..]
+/// The output's last lines, made printable.
+fn tail(o: &cmd::Output) -> Vec<String> {
+    o.tail_lines(TAIL_LINES)
         .iter()
         .map(|l| crate::bundle::printable(l, 300))
         .collect()

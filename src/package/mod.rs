@@ -9,6 +9,7 @@
 pub mod fetch;
 pub mod install;
 pub mod os;
+mod progress;
 
 use std::path::{Path, PathBuf};
 
@@ -17,8 +18,8 @@ use thiserror::Error;
 
 use crate::bundle::Bundle;
 use crate::config::{self, Config};
+use crate::exit;
 use crate::root::{Root, RootError};
-use crate::run::exit;
 use os::{Arch, Format};
 
 /// Why the package step failed. Nothing of the bundle has been written by then.
@@ -294,16 +295,12 @@ impl<'a> Step<'a> {
         Ok(self.root.resolve(self.root.cache_dir())?)
     }
 
-    fn ca_files(&self) -> Result<Vec<PathBuf>, PackageError> {
-        let mut v: Vec<PathBuf> = self.req.ca_file.iter().cloned().collect();
-        if let Some(c) = &self.cfg.package.ca_file {
-            v.push(self.root.resolve(c)?);
-        }
-        Ok(v)
-    }
-
-    fn client(&self) -> Result<reqwest::blocking::Client, PackageError> {
-        fetch::client(&self.cfg.download, &self.ca_files()?)
+    /// The process's one HTTP client, with --ca-file and every configured CA.
+    fn client(&self) -> Result<crate::net::Client, PackageError> {
+        let settings = self
+            .cfg
+            .net_settings(self.root, self.req.ca_file.as_deref())?;
+        crate::net::Client::shared(&settings).map_err(|e| PackageError::Config(e.to_string()))
     }
 
     fn source(&self) -> Result<(Source, bool), PackageError> {

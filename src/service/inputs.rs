@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{ServiceError, UNIT, UNIT_DIRS};
+use super::{ServiceError, UNIT};
 use crate::bundle::Member;
 use crate::layout;
 use crate::root::Root;
@@ -73,14 +73,10 @@ impl Record {
 
     /// Writes the record atomically (root only: it is vmagent's bookkeeping).
     pub fn store(&self, path: &Path) -> Result<(), ServiceError> {
-        let mut data = serde_json::to_vec_pretty(self).unwrap_or_default();
-        data.push(b'\n');
-        crate::fsx::write_atomic(path, &data, 0o600, None)
-            .and_then(|()| crate::fsx::sync_dir(path.parent().unwrap_or(Path::new("/"))))
-            .map_err(|e| ServiceError::Record {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })
+        crate::fsx::write_json(path, self, 0o600).map_err(|e| ServiceError::Record {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -97,10 +93,7 @@ pub fn digest(root: &Root) -> Record {
     for p in PACKAGE_FILES {
         inputs.insert(p.to_string(), content(root, p));
     }
-    let unit = UNIT_DIRS
-        .iter()
-        .map(|d| format!("{d}/{UNIT}"))
-        .find(|p| root.resolve(Path::new(p)).is_ok_and(|h| h.exists()));
+    let unit = super::unit_file(root, UNIT);
     inputs.insert(
         UNIT.to_string(),
         unit.map_or_else(|| "absent".to_string(), |p| content(root, &p)),
@@ -133,7 +126,7 @@ fn content(root: &Root, sys: &str) -> String {
         .ok()
         .and_then(|h| std::fs::read(h).ok());
     match data {
-        Some(d) => crate::package::fetch::hex(&Sha256::digest(&d)),
+        Some(d) => crate::text::hex(&Sha256::digest(&d)),
         None => "absent".into(),
     }
 }

@@ -181,26 +181,16 @@ impl Systemctl {
     /// Runs systemctl; `ok` decides which exit codes are answers rather than failures.
     fn run(&self, args: &[&str], ok: impl Fn(i32) -> bool) -> Result<(i32, String), ServiceError> {
         let (mut c, shown) = self.command(args);
-        let out = c.output().map_err(|e| ServiceError::Spawn {
+        let out = crate::cmd::run(&mut c, SYSTEMCTL_TIMEOUT).map_err(|e| ServiceError::Spawn {
             program: self.program.display().to_string(),
             reason: e.to_string(),
         })?;
-        let code = out.status.code().unwrap_or(-1);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let code = out.code().unwrap_or(-1);
         if ok(code) {
             tracing::debug!(command = %shown, code, "systemctl");
-            return Ok((code, stdout));
+            return Ok((code, String::from_utf8_lossy(&out.stdout).into_owned()));
         }
-        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-        if text.trim().is_empty() {
-            text = stdout;
-        }
-        let lines: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+        let tail = out.tail_lines(3).join(" | ");
         Err(ServiceError::Command {
             command: shown,
             status: out.status.to_string(),
@@ -406,23 +396,30 @@ fn enable(sc: &Systemctl, unit: &str, out: &mut Outcome) -> Result<(), ServiceEr
     }
 }
 
-/// Whether the unit file exists in the root (offline mode cannot ask systemd).
-fn unit_file_exists(root: &Root, unit: &str) -> bool {
-    UNIT_DIRS.iter().any(|d| {
-        root.resolve(&Path::new(d).join(unit))
-            .map(|p| p.exists())
-            .unwrap_or(false)
-    })
+/// The unit's file inside the root (`/lib/systemd/system/istio.service`), the first of
+/// [`UNIT_DIRS`] that has it. The one check of whether a unit is installed (offline mode
+/// cannot ask systemd).
+pub fn unit_file(root: &Root, unit: &str) -> Option<String> {
+    UNIT_DIRS
+        .iter()
+        .map(|d| format!("{d}/{unit}"))
+        .find(|p| root.resolve(Path::new(p)).is_ok_and(|h| h.exists()))
+}
+
+/// Whether the unit file exists in the root (see [`unit_file`]).
+pub fn unit_file_exists(root: &Root, unit: &str) -> bool {
+    unit_file(root, unit).is_some()
 }
 
 /// A systemd tool to run (systemctl, journalctl): no stdin, and none of vmagent's own
 /// notify variables.
 fn tool(program: &Path) -> Command {
-    let mut c = Command::new(program);
-    without_notify_env(&mut c);
-    c.stdin(std::process::Stdio::null());
-    c
+    crate::cmd::command(program)
 }
+
+/// systemctl start waits for the unit's start job (istio-start.sh sets up iptables
+/// first); anything past this is stuck.
+const SYSTEMCTL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The journalctl to follow istio.service's journal with, when there is one to follow.
 ///
@@ -468,14 +465,4 @@ pub fn follow_journal(since_unix: i64) -> std::io::Result<Option<std::process::C
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::null());
     c.spawn().map(Some)
-}
-
-/// Children must not talk to vmagent's own notify socket: a failing systemctl sends
-/// `ERRNO=` to `$NOTIFY_SOCKET` (the VM test saw systemd log each one as a refused
-/// notification; under NotifyAccess=all it would become vmagent's status).
-pub fn without_notify_env(c: &mut Command) -> &mut Command {
-    for v in ["NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"] {
-        c.env_remove(v);
-    }
-    c
 }

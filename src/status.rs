@@ -104,7 +104,7 @@ impl HealthView {
     /// proxy into exit 0.
     pub fn exit_code(&self) -> u8 {
         match self.state {
-            State::Ready => crate::run::exit::OK,
+            State::Ready => crate::exit::OK,
             _ => self
                 .reason
                 .as_deref()

@@ -6,7 +6,7 @@
 //!
 //! A journal read back from disk is untrusted input, like a bundle: vmagent runs as
 //! root, so a planted journal would otherwise let whoever wrote it delete, replace or
-//! chmod any file. Every entry is checked ([`super::untrusted`]) before anything is
+//! chmod any file. Every entry is checked ([`untrusted`]) before anything is
 //! touched; one bad entry refuses the whole journal, and the way out is `vmagent
 //! recover --discard-journal`, which moves it aside as evidence.
 
@@ -19,6 +19,8 @@ use thiserror::Error;
 
 use crate::fsx::{self, Kind};
 use crate::root::{Root, RootError};
+
+mod untrusted;
 
 /// Largest file vmagent backs up before replacing (hosts files and bundle files are tiny).
 pub(super) const BACKUP_LIMIT: u64 = 64 << 20;
@@ -383,7 +385,7 @@ impl TxnDir {
     /// the number of entries it would undo (`vmagent recover`'s first step, and the
     /// journal fuzz target's).
     pub fn validate(&self, journal: &Journal) -> Result<usize, JournalError> {
-        super::untrusted::check(self, journal, true).map(|undo| undo.len())
+        untrusted::check(self, journal, true).map(|undo| undo.len())
     }
 
     /// Restores every entry's prior state (idempotent: safe to repeat after a crash),
@@ -392,20 +394,20 @@ impl TxnDir {
     /// stop the others, and then the journal is kept and [`JournalError::Incomplete`]
     /// names every path left. Every entry is checked
     /// first, and nothing is touched unless all pass; `from_disk` journals (not the one
-    /// this process just wrote) also get the symlink policy of [`super::untrusted`].
+    /// this process just wrote) also get the symlink policy of [`untrusted`].
     pub fn rollback(
         &self,
         journal: &Journal,
         from_disk: bool,
     ) -> Result<Vec<PathBuf>, JournalError> {
-        let undo = super::untrusted::check(self, journal, from_disk)?;
+        let undo = untrusted::check(self, journal, from_disk)?;
         let mut dirs = std::collections::BTreeSet::new();
         let mut restored = Vec::new();
         let mut left = Vec::new();
         // Every entry is tried, whatever failed before it: one stuck file must not keep
         // the others in the new state (a new token beside the old cluster.env).
         for (e, host) in undo.iter().rev() {
-            match super::untrusted::restore(self, e, host) {
+            match untrusted::restore(self, e, host) {
                 Ok(true) => {
                     if let Some(p) = host.parent() {
                         dirs.insert(p.to_path_buf());

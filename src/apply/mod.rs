@@ -5,7 +5,6 @@
 pub mod journal;
 pub mod lock;
 pub mod preflight;
-mod untrusted;
 
 use std::collections::BTreeSet;
 use std::io;

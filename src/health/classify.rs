@@ -9,65 +9,8 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use memchr::memmem;
-use serde::Serialize;
 
-use super::Failure;
-
-/// Progress of a starting proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Stage {
-    /// pilot-agent started.
-    AgentStarted,
-    /// Envoy is being started.
-    EnvoyStarting,
-    /// The workload certificate was issued by istiod.
-    CertificateReceived,
-    /// The xDS stream to istiod is up.
-    XdsConnected,
-}
-
-impl Stage {
-    /// What the stage means, for humans.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Stage::AgentStarted => "agent started",
-            Stage::EnvoyStarting => "envoy starting",
-            Stage::CertificateReceived => "workload certificate received from the CA",
-            Stage::XdsConnected => "connected to istiod (xDS)",
-        }
-    }
-}
-
-/// What a line says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Class {
-    /// The proxy is ready.
-    Ready,
-    /// A step towards ready.
-    Progress(Stage),
-    /// A failure of a known kind (or an unknown error line).
-    Failure(Failure),
-    /// A known harmless line that would otherwise look like a failure (an error-level
-    /// line, a missing file): it says nothing about health.
-    Benign,
-}
-
-/// One row of the table: the line matches when it contains one of `any`, one of `with`
-/// (when not empty), and none of `not`. Rows are tried in order; the first match wins.
-#[derive(Debug)]
-pub struct Rule {
-    /// What a match means.
-    pub class: Class,
-    /// Anchors: one must occur.
-    pub any: &'static [&'static str],
-    /// Context: one must also occur (empty: no condition).
-    pub with: &'static [&'static str],
-    /// Look-alikes: none may occur.
-    pub not: &'static [&'static str],
-}
-
-pub use super::rules::RULES;
+pub use super::rules::{Class, Rule, Stage, RULES};
 
 /// Applies [`RULES`] to lines.
 pub struct Classifier {

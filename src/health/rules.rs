@@ -1,11 +1,66 @@
 //! The rule table: which literals in an istio.log / istio.err.log / journal line mean
 //! what. Every rule names the istio/istio source file its text comes from (or Envoy's /
 //! iptables' own message, as istio-iptables or the agent passes it on), so a change in
-//! Istio's wording can be traced back. Matching is by literal substrings (see
-//! [`super::classify`]): both the text and the `--log_as_json` forms classify alike.
+//! Istio's wording can be traced back. Matching is by literal substrings (the classifier
+//! applies them): both the text and the `--log_as_json` forms classify alike.
 
-use super::classify::{Class, Rule, Stage};
+use serde::Serialize;
+
 use super::Failure;
+
+/// Progress of a starting proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// pilot-agent started.
+    AgentStarted,
+    /// Envoy is being started.
+    EnvoyStarting,
+    /// The workload certificate was issued by istiod.
+    CertificateReceived,
+    /// The xDS stream to istiod is up.
+    XdsConnected,
+}
+
+impl Stage {
+    /// What the stage means, for humans.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stage::AgentStarted => "agent started",
+            Stage::EnvoyStarting => "envoy starting",
+            Stage::CertificateReceived => "workload certificate received from the CA",
+            Stage::XdsConnected => "connected to istiod (xDS)",
+        }
+    }
+}
+
+/// What a line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// The proxy is ready.
+    Ready,
+    /// A step towards ready.
+    Progress(Stage),
+    /// A failure of a known kind (or an unknown error line).
+    Failure(Failure),
+    /// A known harmless line that would otherwise look like a failure (an error-level
+    /// line, a missing file): it says nothing about health.
+    Benign,
+}
+
+/// One row of the table: the line matches when it contains one of `any`, one of `with`
+/// (when not empty), and none of `not`. Rows are tried in order; the first match wins.
+#[derive(Debug)]
+pub struct Rule {
+    /// What a match means.
+    pub class: Class,
+    /// Anchors: one must occur.
+    pub any: &'static [&'static str],
+    /// Context: one must also occur (empty: no condition).
+    pub with: &'static [&'static str],
+    /// Look-alikes: none may occur.
+    pub not: &'static [&'static str],
+}
 
 const fn rule(class: Class, any: &'static [&'static str]) -> Rule {
     Rule {

@@ -23,7 +23,7 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use super::journal::{io_err, Entry, Journal, JournalError, Prior, TxnDir, BACKUP_LIMIT};
+use super::{io_err, Entry, Journal, JournalError, Prior, TxnDir, BACKUP_LIMIT};
 use crate::fsx::{self, Kind};
 use crate::layout;
 use crate::root::Root;

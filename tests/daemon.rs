@@ -1143,6 +1143,11 @@ fn sigterm_and_sigint_exit_zero() {
     for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
         let mut d = vm.daemon();
         vm.wait_log(&d, 0, &["vmagent daemon ready"]);
+        if sig == libc::SIGTERM {
+            // A steady-state stop: the first start installs and starts the proxy (a stop
+            // mid-apply abandons the apply; see sigterm_mid_download_exits_promptly).
+            vm.wait_log(&d, 0, &["repaired:", "reason=\"start\""]);
+        }
         d.signal(sig);
         let s = d.wait_exit(HANG);
         assert_eq!(s.code(), Some(0), "{name}: {s:?}\n{}", vm.context(&d));
@@ -1882,4 +1887,63 @@ fn report_url_over_https_trusts_the_configured_ca() {
             .into_iter()
             .find(|r| r.method == "POST")
     });
+}
+
+/// Issue 13: a URL poll is awaited beside the signals and the watchdog. A bundle server
+/// trickling one byte every 2 s used to hold the loop (SIGTERM waited for the poll, and
+/// only a helper thread fed the watchdog). Now the watchdog keeps being fed while the
+/// body trickles, and SIGTERM ends the daemon at once, long before the body would end.
+#[test]
+fn sigterm_and_watchdog_are_served_mid_download() {
+    use common::server::{Fault, Server};
+    let server = Server::http();
+    let vm = Vm::with("ready", &Conf::default());
+    fs::remove_file(vm.root.at(BUNDLE)).unwrap();
+    let path = "/fleet/vm1/bundle.tar";
+    let body = vm.spec().tar_bytes();
+    let slow = body.len();
+    server.put(path, body);
+    // The whole body at one byte per 2 s: hours, far beyond every wait below.
+    server.always(
+        path,
+        Fault::Trickle {
+            chunk: 1,
+            interval_ms: 2000,
+            slow_bytes: slow,
+        },
+    );
+    vm.write_config_text(&format!(
+        "[source]\nbundle = \"{}\"\n\n[package]\nversion = \"{V1}\"\n\n[daemon]\ndrift_interval_secs = 3600\nprobe_interval_secs = 3600\n\n[health]\nready_url = \"{}\"\n",
+        server.url(path),
+        vm.ready.url()
+    ));
+    let sockdir = tempfile::tempdir().unwrap();
+    let (notes, stop_notes) = notify_socket(&sockdir.path().join("notify"), vm.at(TOKEN));
+    let mut d = vm.daemon_notified(&sockdir.path().join("notify"), 1_000_000);
+    vm.wait_for(&d, "the bundle GET", || {
+        (!server.requests_for(path).is_empty()).then_some(())
+    });
+    // Pings counted from here on come while the poll is in flight (it cannot end).
+    let pings = || {
+        notes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.text.contains("WATCHDOG=1"))
+            .count()
+    };
+    let before = pings();
+    vm.wait_for(&d, "watchdog pings during the download", || {
+        (pings() >= before + 3).then_some(())
+    });
+    assert_eq!(
+        server.requests_for(path).len(),
+        1,
+        "the poll ended or was retried: the trickle did not hold it"
+    );
+    d.signal(libc::SIGTERM);
+    let s = d.wait_exit(HANG);
+    assert_eq!(s.code(), Some(0), "{}", vm.context(&d));
+    assert!(d.stderr().contains("stopping (signal)"), "{}", d.stderr());
+    stop_notes.store(true, Ordering::Relaxed);
 }

@@ -858,11 +858,11 @@ fn idle_wait_on_missing_file() {
 }
 
 #[test]
-fn raw_fd_is_the_inotify_descriptor() {
+fn fd_is_the_inotify_descriptor() {
     let (_d, p) = tmp_log();
     File::create(&p).unwrap();
     let f = Follower::new(std::slice::from_ref(&p)).unwrap();
-    let fd = f.raw_fd();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f.fd());
     assert!(fd >= 0);
     let link = fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
     assert!(

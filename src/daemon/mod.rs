@@ -30,7 +30,6 @@ pub mod report;
 mod source;
 pub mod store;
 
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -52,17 +51,32 @@ pub struct Options {
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
 pub fn run(opts: &Options) -> u8 {
-    match Daemon::start(opts) {
-        Ok(mut d) => d.main_loop(),
-        Err((code, msg)) => {
-            if crate::logging::stderr_is_journal() {
-                tracing::error!("{msg}");
-            } else {
-                crate::text::err_line(&format!("error: {msg}"));
-            }
-            code
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return refused(exit::FAILED, &format!("cannot start the runtime: {e}")),
+    };
+    let code = rt.block_on(async {
+        match Daemon::start(opts) {
+            Ok(mut d) => d.main_loop().await,
+            Err((code, msg)) => refused(code, &msg),
         }
+    });
+    // An apply abandoned by a stop is not waited for: its journal rolls it back at the
+    // next start, as after a crash.
+    rt.shutdown_background();
+    code
+}
+
+fn refused(code: u8, msg: &str) -> u8 {
+    if crate::logging::stderr_is_journal() {
+        tracing::error!("{msg}");
+    } else {
+        crate::text::err_line(&format!("error: {msg}"));
     }
+    code
 }
 
 /// The file a running daemon holds locked (one daemon per root).
@@ -72,8 +86,8 @@ struct Daemon {
     root: Root,
     cfg: Config,
     _lock: lock::Lock,
-    term: UnixStream,
-    hup: UnixStream,
+    /// Signals and the watchdog, served even mid-work.
+    intr: event_loop::Interrupts,
     source: Source,
     store: Store,
     /// Why the source could not be used last time (bundle invalid, unreachable URL).
@@ -83,9 +97,11 @@ struct Daemon {
     monitor: Monitor,
     next_drift: Instant,
     next_probe: Instant,
-    watchdog: Option<Duration>,
-    next_watchdog: Instant,
     pending: Option<(Instant, &'static str)>,
+    /// A reconcile the last-known-good machine asked for (a rollback), run next.
+    queued: Option<&'static str>,
+    /// Mark the queued reconcile's result as a rollback.
+    mark_rolled_back: bool,
     last_apply: Option<LastApply>,
     reporter: Option<report::Reporter>,
     token_note: Option<String>,
@@ -112,14 +128,8 @@ impl Daemon {
             ),
             e => (exit::FAILED, e.to_string()),
         })?;
-        let term =
-            event_loop::signal_pipe(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-                .map_err(|e| (exit::FAILED, format!("cannot set up signal handling: {e}")))?;
-        let hup = event_loop::signal_pipe(&[signal_hook::consts::SIGHUP])
+        let intr = event_loop::Interrupts::new()
             .map_err(|e| (exit::FAILED, format!("cannot set up signal handling: {e}")))?;
-        let mut usec = 0u64;
-        let watchdog =
-            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec) / 2);
         let monitor = new_monitor(&root, &cfg);
         let store = Store::open(&root).map_err(|e| (exit::FAILED, e))?;
         let now = Instant::now();
@@ -132,14 +142,13 @@ impl Daemon {
             root,
             cfg,
             _lock: lock,
-            term,
-            hup,
+            intr,
             monitor,
             next_drift: now,
             next_probe: now,
-            watchdog,
-            next_watchdog: now,
             pending: None,
+            queued: None,
+            mark_rolled_back: false,
             last_apply: None,
             token_note: None,
             status_line: String::new(),

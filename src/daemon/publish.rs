@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
+use super::event_loop::Stopped;
 use super::Daemon;
 use crate::health::monitor::Event;
 use crate::health::{Health, State};
@@ -17,13 +18,18 @@ use crate::timefmt;
 
 impl Daemon {
     /// Reads new log lines (and probes when due); publishes when the health changed.
-    pub(super) fn step_health(&mut self, probe: bool) {
+    pub(super) async fn step_health(&mut self, probe: bool) -> Result<(), Stopped> {
         if probe {
             self.next_probe =
                 Instant::now() + Duration::from_secs(self.cfg.daemon.probe_interval_secs);
         }
+        let probed = if self.monitor.wants_probe(probe) {
+            Some(self.intr.run(self.monitor.prober().probe_async()).await?)
+        } else {
+            None
+        };
         let mut changed = false;
-        self.monitor.step(probe, probe, &mut |ev| match ev {
+        self.monitor.step_with(probed, probe, &mut |ev| match ev {
             Event::Changed(_) => changed = true,
             Event::Line { class, text } => tracing::info!(class = ?class, line = text, "istio log"),
             Event::Waiting { .. } => {}
@@ -33,6 +39,7 @@ impl Daemon {
             self.token_note = token;
             self.publish();
         }
+        Ok(())
     }
 
     /// Token expiry of the token in place (see [`token_note`]).

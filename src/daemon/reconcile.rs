@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::event_loop::with_watchdog;
+use super::event_loop::{blocking, Stopped};
 use super::Daemon;
 use crate::health::State;
 use crate::lkg::{Digest, Effect, Event, Note};
@@ -15,15 +15,19 @@ use crate::timefmt;
 
 impl Daemon {
     /// One reconcile: apply the source bundle (repairs whatever drifted).
-    pub(super) fn reconcile(&mut self, why: &'static str) {
-        self.reconcile_phase(why, true);
+    pub(super) async fn reconcile(&mut self, why: &'static str) -> Result<(), Stopped> {
+        self.reconcile_phase(why, true).await
     }
 
     /// A reconcile; `full: false` writes the files only (no package, no service).
-    pub(super) fn reconcile_phase(&mut self, why: &'static str, full: bool) {
+    pub(super) async fn reconcile_phase(
+        &mut self,
+        why: &'static str,
+        full: bool,
+    ) -> Result<(), Stopped> {
         self.next_drift = Instant::now() + Duration::from_secs(self.cfg.daemon.drift_interval_secs);
         let Some(b) = self.cfg.source.bundle.clone() else {
-            return;
+            return Ok(());
         };
         // The restore at start re-applies the bundle in force, without the source (a
         // URL may not be reachable yet at boot); otherwise the source's bundle is staged.
@@ -53,7 +57,7 @@ impl Daemon {
                 self.source_failed(why, &e, &b);
             }
             self.publish();
-            return;
+            return Ok(());
         };
         let bundle = self.store.path(&digest);
         let package = (full
@@ -75,13 +79,16 @@ impl Daemon {
             status_file: false,
         };
         let started = Instant::now();
-        let r = with_watchdog(self.watchdog, || {
+        // Blocking (files, dpkg, systemctl) on the pool; signals and the watchdog are
+        // served meanwhile.
+        let r = blocking(&mut self.intr, move || {
             run::apply(
                 &opts,
                 || tracing::info!("waiting for another vmagent (apply lock)"),
                 &mut |_| {},
             )
-        });
+        })
+        .await?;
         let at = timefmt::rfc3339(timefmt::now());
         match r {
             Ok(o) => {
@@ -141,6 +148,7 @@ impl Daemon {
         }
         self.next_probe = Instant::now();
         self.publish();
+        Ok(())
     }
 
     /// A reconcile that failed: logged, recorded, retried within a minute (a network or
@@ -175,22 +183,18 @@ impl Daemon {
                 Effect::Note(n) => note(n),
                 Effect::Save => self.save_store(),
                 Effect::Apply(d) => apply = Some(d),
-                Effect::Reconcile(why) => self.reconcile(why),
-                Effect::MarkRolledBack => {
-                    if let Some(l) = &mut self.last_apply {
-                        if l.exit_code == exit::OK {
-                            l.result = ApplyResult::RolledBack;
-                        }
-                    }
-                }
+                // Run by the loop next (see `run_queued`): a reconcile awaits, this does not.
+                Effect::Reconcile(why) => self.queued = Some(why),
+                Effect::MarkRolledBack => self.mark_rolled_back = true,
                 Effect::Publish => self.publish(),
             }
         }
         apply
     }
 
-    /// Last-known-good: the proxy's health (and the time) against the trial.
-    pub(super) fn check_trial(&mut self) {
+    /// Last-known-good: the proxy's health (and the time) against the trial; then the
+    /// rollback it may have asked for.
+    pub(super) async fn check_trial(&mut self) -> Result<(), Stopped> {
         let h = self.monitor.health();
         let event = match h.state {
             State::Ready => Event::Ready,
@@ -205,6 +209,24 @@ impl Daemon {
             },
         };
         self.lkg(event);
+        self.run_queued().await
+    }
+
+    /// The reconcile the last-known-good machine asked for (a rollback), then its mark.
+    async fn run_queued(&mut self) -> Result<(), Stopped> {
+        let Some(why) = self.queued.take() else {
+            return Ok(());
+        };
+        self.reconcile(why).await?;
+        if std::mem::take(&mut self.mark_rolled_back) {
+            if let Some(l) = &mut self.last_apply {
+                if l.exit_code == exit::OK {
+                    l.result = ApplyResult::RolledBack;
+                }
+            }
+            self.publish();
+        }
+        Ok(())
     }
 
     fn save_store(&self) {

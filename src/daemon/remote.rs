@@ -137,9 +137,10 @@ impl Remote {
         self.next
     }
 
-    /// Polls now (blocking, bounded by the download timeouts) and schedules the next.
-    pub fn poll(&mut self) -> Polled {
-        let (result, retry_after) = self.fetch();
+    /// Polls now (bounded by the download timeouts and deadline) and schedules the next.
+    /// Cancel-safe: dropped mid-body, nothing is stored and the old validators stand.
+    pub async fn poll(&mut self) -> Polled {
+        let (result, retry_after) = self.fetch().await;
         let wait = match &result {
             Polled::Failed(_) => {
                 self.failures = self.failures.saturating_add(1);
@@ -162,11 +163,7 @@ impl Remote {
             .with_jitter(0.8, 1.2)
     }
 
-    fn fetch(&mut self) -> (Polled, Option<Duration>) {
-        net::block_on(self.fetch_async())
-    }
-
-    async fn fetch_async(&mut self) -> (Polled, Option<Duration>) {
+    async fn fetch(&mut self) -> (Polled, Option<Duration>) {
         let url = &self.url;
         let shown = &self.shown;
         let mut req = Request::get(url).secret_headers(self.headers.clone());
@@ -295,7 +292,7 @@ mod tests {
             r.shown(),
             "http://***@127.0.0.1:9/b.tar?access_token=***&x=1"
         );
-        match r.poll() {
+        match crate::net::block_on(r.poll()) {
             Polled::Failed(e) => assert!(
                 e.contains("127.0.0.1:9/b.tar") && !e.contains("pa55word") && !e.contains("T0k"),
                 "{e}"
@@ -321,7 +318,7 @@ mod tests {
         r.interval = Duration::from_secs(10);
         let mut last = Duration::ZERO;
         for i in 1..=20u32 {
-            assert!(matches!(r.poll(), Polled::Failed(_)));
+            assert!(matches!(crate::net::block_on(r.poll()), Polled::Failed(_)));
             let wait = r.due().saturating_duration_since(Instant::now());
             assert!(
                 wait <= MAX_BACKOFF.mul_f64(1.2) + Duration::from_secs(1),

@@ -1,9 +1,10 @@
 //! The optional report URL: every health change is POSTed as the status JSON document,
-//! from a worker thread so the daemon's loop never waits on the network. Only the
-//! newest document is kept: an older one still queued is replaced, never sent late.
+//! from a task on the daemon's runtime so the loop never waits on the network. Only the
+//! newest document is kept: an older one not yet sent is replaced, never sent late.
 
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::net::retry::{self, Backoff};
@@ -17,15 +18,15 @@ const ATTEMPTS: u32 = 5;
 /// One POST may take this long in all (a report is small).
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Sends status documents to a URL in the background.
+/// Sends status documents to a URL in the background. Dropping it ends the task.
 pub struct Reporter {
-    tx: Sender<Vec<u8>>,
+    tx: watch::Sender<Option<Vec<u8>>>,
 }
 
 impl Reporter {
     /// The reporter for `cfg`'s health.report_url (none without one), using the
     /// process's one client: its CA files (package.ca_file, [source] ca_file) are
-    /// trusted for the report URL too.
+    /// trusted for the report URL too. Must be called on the daemon's runtime.
     pub fn for_config(cfg: &Config, root: &Root) -> Option<Reporter> {
         let url = cfg.health.report_url.clone()?;
         let client = cfg
@@ -35,16 +36,12 @@ impl Reporter {
         Some(Reporter::new(url, client))
     }
 
-    /// Starts the worker for `url` with `client` (`Err`: why there is none; logged).
+    /// Starts the sender task for `url` with `client` (`Err`: why there is none; logged).
     pub fn new(url: String, client: Result<Client, String>) -> Self {
-        let (tx, rx) = channel::<Vec<u8>>();
+        let (tx, rx) = watch::channel(None);
         match client {
             Ok(client) => {
-                std::thread::Builder::new()
-                    .name("vmagent-report".into())
-                    .spawn(move || worker(&client, &url, &rx))
-                    .map_err(|e| tracing::warn!(error = %e, "cannot start the report thread"))
-                    .ok();
+                tokio::spawn(sender(client, url, rx));
             }
             Err(e) => tracing::warn!(error = %e, "report URL: no HTTP client"),
         }
@@ -56,32 +53,28 @@ impl Reporter {
         let mut doc = doc.clone();
         doc.redact();
         if let Ok(body) = serde_json::to_vec(&doc) {
-            let _ = self.tx.send(body);
+            self.tx.send_replace(Some(body));
         }
     }
 }
 
-fn worker(client: &Client, url: &str, rx: &Receiver<Vec<u8>>) {
+/// Sends the newest document, retrying with backoff; a newer one replaces it at once.
+async fn sender(client: Client, url: String, mut rx: watch::Receiver<Option<Vec<u8>>>) {
     let policy = Backoff::new(
         Duration::from_secs(1),
         Duration::from_secs(30),
         Duration::from_secs(60),
     );
-    let newest = |mut body: Vec<u8>| {
-        while let Ok(b) = rx.try_recv() {
-            body = b;
-        }
-        body
-    };
-    while let Ok(first) = rx.recv() {
-        let mut body = newest(first);
+    // Ends when the Reporter is dropped (config reload, daemon exit).
+    'docs: while rx.changed().await.is_ok() {
+        let Some(body) = rx.borrow_and_update().clone() else {
+            continue;
+        };
         let mut failures = 0;
         for attempt in 1..=ATTEMPTS {
-            let req = Request::post_json(url, body.clone()).deadline(DEADLINE);
-            // This thread is not a runtime thread: blocking here is the rule's own case.
-            let result = net::block_on(async { client.send(req).await?.error_for_status() });
-            let retry_after = match result {
-                Ok(_) => break,
+            let req = Request::post_json(&url, body.clone()).deadline(DEADLINE);
+            let retry_after = match client.send(req).await.and_then(|r| r.error_for_status()) {
+                Ok(_) => continue 'docs,
                 Err(e @ net::Error::Status { .. }) => {
                     // The error's text shows the URL with its secrets masked.
                     tracing::warn!(error = %e, attempt, "report URL refused the health document");
@@ -97,14 +90,16 @@ fn worker(client: &Client, url: &str, rx: &Receiver<Vec<u8>>) {
             }
             failures += 1;
             let delay = policy.delay(failures, retry_after, retry::unit_random());
-            // A newer document replaces this one; otherwise retry after the backoff.
-            match rx.recv_timeout(delay) {
-                Ok(b) => {
-                    body = newest(b);
-                    failures = 0;
+            // A newer document replaces this one: the outer loop picks it up now.
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                r = rx.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    rx.mark_changed();
+                    continue 'docs;
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }

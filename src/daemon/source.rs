@@ -4,13 +4,13 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use inotify::{Inotify, WatchMask};
 
-use super::event_loop::with_watchdog;
+use super::event_loop::Stopped;
 use super::remote::{Polled, Remote};
 use super::Daemon;
 
@@ -63,8 +63,8 @@ impl Watch {
     }
 
     /// The descriptor to poll.
-    pub fn raw_fd(&self) -> RawFd {
-        self.inotify.as_raw_fd()
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.inotify.as_fd()
     }
 
     /// Drains pending events; true when one concerns the bundle.
@@ -126,14 +126,15 @@ impl Daemon {
     }
 
     /// Polls a URL source when due; a new body schedules a reconcile.
-    pub(super) fn poll_source(&mut self) {
+    pub(super) async fn poll_source(&mut self) -> Result<(), Stopped> {
         let Source::Url(r) = &mut self.source else {
-            return;
+            return Ok(());
         };
         if Instant::now() < r.due() {
-            return;
+            return Ok(());
         }
-        let polled = with_watchdog(self.watchdog, || r.poll());
+        // Awaited beside SIGTERM and the watchdog: a trickling server holds nothing up.
+        let polled = self.intr.run(r.poll()).await?;
         let url = r.shown().to_string();
         let retry = r.due().saturating_duration_since(Instant::now()).as_secs();
         match polled {
@@ -146,15 +147,15 @@ impl Daemon {
                 tracing::warn!(error = %e, next_poll_secs = retry, "polling the bundle URL failed; backing off");
                 self.poll_error = Some(format!("polling the bundle URL failed: {e}"));
                 self.publish();
-                return;
+                return Ok(());
             }
         }
         if self.poll_error.take().is_some() {
             self.publish();
         }
+        Ok(())
     }
 
-    /// The host path of the source's current bundle (`Ok(None)`: none yet).
     pub(super) fn source_path(&self) -> Result<Option<PathBuf>, String> {
         match &self.source {
             Source::None => Ok(None),

@@ -13,7 +13,8 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -225,12 +226,12 @@ impl Follower {
     /// Blocks until something may have changed or `timeout` passes (`None`: forever).
     /// Returns whether an event arrived; call [`Follower::poll`] either way.
     pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        wait_readable(self.inotify.as_fd().as_raw_fd(), timeout)
+        wait_readable(self.inotify.as_fd(), timeout)
     }
 
     /// The inotify descriptor, for callers that wait on several things at once.
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        self.inotify.as_raw_fd()
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.inotify.as_fd()
     }
 
     /// Delivers every complete line written since the last call, in file order.
@@ -411,26 +412,19 @@ impl Follower {
     }
 }
 
-/// poll(2) on one descriptor for readability.
-pub(crate) fn wait_readable(fd: std::os::fd::RawFd, timeout: Option<Duration>) -> io::Result<bool> {
-    let ms: libc::c_int = match timeout {
-        None => -1,
-        Some(d) => d.as_millis().min(i32::MAX as u128) as libc::c_int,
-    };
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+/// poll(2) on one descriptor for readability (rustix's safe wrapper).
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let limit = timeout.map(|d| Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    });
     loop {
-        // SAFETY: `p` is a valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut p, 1, ms) };
-        if r >= 0 {
-            return Ok(r > 0);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match poll(&mut fds, limit.as_ref()) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }

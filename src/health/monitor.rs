@@ -142,8 +142,8 @@ impl Monitor {
     }
 
     /// The log follower's descriptor (readable when the logs may have news).
-    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.follower.as_ref().map(Follower::raw_fd)
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.follower.as_ref().map(Follower::fd)
     }
 
     /// The current health.
@@ -323,6 +323,28 @@ impl Monitor {
     /// One round: new log lines, then (when asked) systemd and the probe. Returns
     /// whether the health changed.
     pub fn step(&mut self, probe: bool, unit: bool, on: &mut dyn FnMut(Event<'_>)) -> bool {
+        let probed = self.wants_probe(probe).then(|| self.prober.probe());
+        self.step_with(probed, unit, on)
+    }
+
+    /// Whether a round should probe: when due, or right after [`Monitor::mark`].
+    pub fn wants_probe(&self, due: bool) -> bool {
+        due || self.probe_now
+    }
+
+    /// The prober, for callers that probe themselves (the daemon, asynchronously) and
+    /// hand the result to [`Monitor::step_with`].
+    pub fn prober(&self) -> &Prober {
+        &self.prober
+    }
+
+    /// [`Monitor::step`] with the probe already done (`None`: not probed this round).
+    pub fn step_with(
+        &mut self,
+        probed: Option<Probe>,
+        unit: bool,
+        on: &mut dyn FnMut(Event<'_>),
+    ) -> bool {
         let before = self.health.clone();
         for (class, text) in self.read_lines() {
             self.on_line(class, &text);
@@ -337,9 +359,8 @@ impl Monitor {
         }
         // Probed even when failed: a long-running watcher (the daemon) must see a
         // proxy that recovered (istiod back, a fresh bundle).
-        if probe || self.probe_now {
+        if let Some(p) = probed {
             self.probe_now = false;
-            let p = self.prober.probe();
             self.on_probe(&p);
             if p == Probe::Ready {
                 // Show the lines that led here (they may have arrived during the

@@ -33,9 +33,15 @@ impl Probe {
 
 /// Probes `url` once with the process's shared client. A local endpoint that takes more
 /// than a second is not ready; the client never sends loopback through a proxy.
+/// Blocking: for the CLI's wait loop; an async task uses [`probe_async`].
 pub fn probe(client: &Client, url: &str) -> Probe {
+    net::block_on(probe_async(client, url))
+}
+
+/// [`probe`] for async callers (the daemon's loop).
+pub async fn probe_async(client: &Client, url: &str) -> Probe {
     let req = Request::get(url).deadline(Duration::from_secs(1));
-    match net::block_on(client.send(req)) {
+    match client.send(req).await {
         Ok(r) if r.status().as_u16() == 200 => Probe::Ready,
         Ok(r) => Probe::NotReady(r.status().as_u16()),
         Err(e) => Probe::Down(e.to_string()),
@@ -68,10 +74,15 @@ impl Prober {
         &self.url
     }
 
-    /// Probes once.
+    /// Probes once (blocking; see [`probe`]).
     pub fn probe(&self) -> Probe {
+        net::block_on(self.probe_async())
+    }
+
+    /// Probes once, for async callers.
+    pub async fn probe_async(&self) -> Probe {
         match &self.client {
-            Ok(c) => probe(c, &self.url),
+            Ok(c) => probe_async(c, &self.url).await,
             Err(e) => Probe::Down(format!("no HTTP client: {e}")),
         }
     }

@@ -5,16 +5,17 @@
 //! [`service`] (systemctl) -> [`health`] (istio.log + readiness probe) -> [`report`] /
 //! [`status`].
 
+pub mod applied;
 pub mod apply;
 pub mod bundle;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod etc_hosts;
 pub mod exit;
 pub mod fsx;
 pub mod health;
-pub mod hosts;
 pub mod layout;
 pub mod lkg;
 pub mod logging;
@@ -27,7 +28,6 @@ pub mod report;
 pub mod root;
 pub mod run;
 pub mod service;
-pub mod state;
 pub mod status;
 pub mod text;
 pub mod timefmt;

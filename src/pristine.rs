@@ -22,8 +22,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::etc_hosts;
 use crate::fsx;
-use crate::hosts;
 use crate::layout;
 use crate::plan::{Action, Plan, What, READ_LIMIT};
 use crate::root::Root;
@@ -59,7 +59,7 @@ pub struct Original {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostsRecord {
     /// What the file was, and the lines adopted since.
-    pub original: hosts::Original,
+    pub original: etc_hosts::Original,
     /// An apply that wrote the block committed.
     pub committed: bool,
 }
@@ -175,7 +175,7 @@ impl Record {
 
     /// The /etc/hosts original uninstall goes by: a committed record's, else the
     /// default (the file was there; only the block comes out).
-    pub fn hosts_original(&self) -> hosts::Original {
+    pub fn hosts_original(&self) -> etc_hosts::Original {
         self.hosts
             .as_ref()
             .filter(|h| h.committed)
@@ -216,7 +216,7 @@ fn writes(plan: &Plan) -> (Vec<&str>, Option<Option<&[u8]>>) {
 pub fn capture(root: &Root, plan: &Plan, refresh: bool) -> std::io::Result<()> {
     let mut rec = Record::load(root);
     let known_before = root
-        .resolve(&root.state_dir().join(crate::state::FILE))
+        .resolve(&root.state_dir().join(crate::applied::FILE))
         .map(|p| p.exists())
         .unwrap_or(false)
         && rec.files.is_empty();
@@ -278,7 +278,7 @@ pub fn capture(root: &Root, plan: &Plan, refresh: bool) -> std::io::Result<()> {
     if let Some(old) = hosts_old {
         if !rec.hosts.as_ref().is_some_and(|h| keep(h.committed)) {
             rec.hosts = Some(HostsRecord {
-                original: hosts::Original::of(old),
+                original: etc_hosts::Original::of(old),
                 committed: false,
             });
             changed = true;
@@ -304,7 +304,7 @@ pub fn commit(root: &Root, plan: &Plan) -> std::io::Result<()> {
     }
     if let Some(old) = hosts_old {
         let h = rec.hosts.get_or_insert_with(|| HostsRecord {
-            original: hosts::Original::of(old),
+            original: etc_hosts::Original::of(old),
             committed: false,
         });
         changed |= !h.committed;
@@ -414,7 +414,7 @@ mod tests {
         let o = &r.files["/etc/certs/root-cert.pem"];
         assert!(o.committed && o.link.is_none());
         assert!(r.hosts.is_none() && r.dirs.is_empty());
-        assert_eq!(r.hosts_original(), hosts::Original::default());
+        assert_eq!(r.hosts_original(), etc_hosts::Original::default());
     }
 
     #[test]
@@ -441,11 +441,11 @@ mod tests {
     fn an_uncommitted_hosts_record_is_not_used() {
         let r = Record {
             hosts: Some(HostsRecord {
-                original: hosts::Original::of(None),
+                original: etc_hosts::Original::of(None),
                 committed: false,
             }),
             ..Record::default()
         };
-        assert_eq!(r.hosts_original(), hosts::Original::default());
+        assert_eq!(r.hosts_original(), etc_hosts::Original::default());
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::bundle::Bundle;
 use crate::plan::render::ActionView;
-use crate::run::{Outcome, RunError, Status};
+use crate::run::{ApplyStatus, Outcome, RunError};
 use crate::timefmt::{human_duration, now, rfc3339};
 
 /// Output format.
@@ -144,9 +144,9 @@ impl Document {
     pub fn from_outcome(o: &Outcome, diffs: bool) -> Self {
         let mut d = Document::new("apply").with_bundle(&o.bundle);
         d.result = match o.status {
-            Status::Applied => CommandResult::Applied,
-            Status::UpToDate => CommandResult::UpToDate,
-            Status::Planned => CommandResult::Planned,
+            ApplyStatus::Applied => CommandResult::Applied,
+            ApplyStatus::UpToDate => CommandResult::UpToDate,
+            ApplyStatus::Planned => CommandResult::Planned,
         };
         d.actions = package_view(o)
             .into_iter()
@@ -347,7 +347,7 @@ pub fn service_text(o: &Outcome) -> String {
 }
 
 /// The text of `vmagent status`.
-pub fn status_text(st: &crate::status::Status) -> String {
+pub fn status_text(st: &crate::status::StatusFile) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let h = &st.health;
@@ -440,21 +440,21 @@ pub fn text(o: &Outcome, bundle: &str, root: &str) -> String {
         }
     };
     match o.status {
-        Status::UpToDate => {
+        ApplyStatus::UpToDate => {
             print_notes(&mut s, o);
             let _ = writeln!(s, "{root}: up to date, nothing to do");
         }
 
-        Status::Planned if n == 0 => {
+        ApplyStatus::Planned if n == 0 => {
             let _ = writeln!(s, "{root}: up to date, nothing to do (dry run)");
         }
-        Status::Planned => {
+        ApplyStatus::Planned => {
             header(&mut s);
             let _ = write!(s, "{:#}", o.plan);
             print_notes(&mut s, o);
             let _ = writeln!(s, "dry run: nothing was written");
         }
-        Status::Applied => {
+        ApplyStatus::Applied => {
             header(&mut s);
             let _ = write!(s, "{}", o.plan);
             print_notes(&mut s, o);
@@ -471,7 +471,7 @@ pub fn text(o: &Outcome, bundle: &str, root: &str) -> String {
 fn package_view(o: &Outcome) -> Option<ActionView> {
     let d = o.package.as_ref().filter(|d| !d.is_noop())?;
     // After an apply, a URL whose version matched on arrival installed nothing.
-    if o.status == Status::Applied && o.installed_with.is_none() {
+    if o.status == ApplyStatus::Applied && o.installed_with.is_none() {
         return None;
     }
     Some(ActionView {
@@ -498,7 +498,7 @@ fn notes(o: &Outcome) -> Vec<String> {
     let mut v = Vec::new();
     if let Some(d) = &o.package {
         if let (true, Some(have)) = (
-            d.is_noop() || (o.status == Status::Applied && o.installed_with.is_none()),
+            d.is_noop() || (o.status == ApplyStatus::Applied && o.installed_with.is_none()),
             &d.installed_version,
         ) {
             v.push(format!(

@@ -15,7 +15,7 @@ use crate::package::{self, PackageError};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
 use crate::root::{Root, RootError};
 use crate::service::{self, ServiceError};
-use crate::status::{ApplyResult, HealthView, LastApply, Status as StatusDoc};
+use crate::status::{ApplyResult, HealthView, LastApply, StatusFile};
 use crate::timefmt;
 
 /// Everything that can stop a run, each mapped to an exit code.
@@ -172,7 +172,7 @@ impl HealthOutcome {
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub enum ApplyStatus {
     /// Changes were made.
     Applied,
     /// Nothing differed; nothing was written.
@@ -185,7 +185,7 @@ pub enum Status {
 #[derive(Debug)]
 pub struct Outcome {
     /// What happened.
-    pub status: Status,
+    pub status: ApplyStatus,
     /// The plan (empty when up to date).
     pub plan: Plan,
     /// The package step's decision (`None`: --no-package).
@@ -277,7 +277,7 @@ pub fn apply(
             Err(e) => warnings.push(format!("the next apply will stop here: {e}")),
         }
         return Ok(Outcome {
-            status: Status::Planned,
+            status: ApplyStatus::Planned,
             plan: first,
             package: decision,
             installed_with: None,
@@ -334,9 +334,9 @@ pub fn apply(
     .map_err(|e| after_package(e.into(), &installed_with))?;
     warnings.extend(plan.warnings.iter().cloned());
     let status = if plan.is_empty() && installed_with.is_none() {
-        Status::UpToDate
+        ApplyStatus::UpToDate
     } else {
-        Status::Applied
+        ApplyStatus::Applied
     };
     if let Some(cmd) = &installed_with {
         tracing::info!(command = %cmd, "istio-sidecar package installed");
@@ -422,15 +422,15 @@ fn watch(
     on_health: &mut dyn FnMut(Event<'_>),
 ) -> HealthOutcome {
     let start = std::time::Instant::now();
-    let mut doc = StatusDoc::new(HealthView::of(m.health(), m.since()));
+    let mut doc = StatusFile::new(HealthView::of(m.health(), m.since()));
     if store {
         doc.read_facts(root);
     }
     let result = match o.status {
-        Status::Applied => ApplyResult::Applied,
+        ApplyStatus::Applied => ApplyResult::Applied,
         _ => ApplyResult::UpToDate,
     };
-    let last = |doc: &mut StatusDoc, h: &Health, since: i64| {
+    let last = |doc: &mut StatusFile, h: &Health, since: i64| {
         // A new stage or evidence line is not a new state: `since` stays.
         let since = match doc.health.since_unix {
             Some(t) if doc.health.state == h.state => t,

@@ -174,7 +174,7 @@ impl Expiry {
 /// The status document (file and `vmagent status --output json`). Fields are only ever
 /// added.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
+pub struct StatusFile {
     /// vmagent version that wrote it.
     pub vmagent: String,
     /// When it was written, RFC 3339.
@@ -204,10 +204,10 @@ pub struct Status {
     pub bundle: Option<BundleView>,
 }
 
-impl Status {
+impl StatusFile {
     /// An empty status with `health`.
     pub fn new(health: HealthView) -> Self {
-        Status {
+        StatusFile {
             vmagent: env!("CARGO_PKG_VERSION").into(),
             updated: rfc3339(now()),
             health,
@@ -229,8 +229,8 @@ impl Status {
     }
 
     /// Reads the status file: `Ok(None)` when there is none.
-    pub fn load(root: &Root) -> Result<Option<Status>, StatusError> {
-        let Some(p) = Status::path(root) else {
+    pub fn load(root: &Root) -> Result<Option<StatusFile>, StatusError> {
+        let Some(p) = StatusFile::path(root) else {
             return Ok(None);
         };
         match std::fs::read(&p) {
@@ -279,7 +279,7 @@ impl Status {
     }
 
     /// Writes the status file atomically (0644: health is no secret; URL secrets are
-    /// masked first, see [`Status::redact`]).
+    /// masked first, see [`StatusFile::redact`]).
     pub fn store(&mut self, root: &Root) -> Result<(), StatusError> {
         self.updated = rfc3339(now());
         self.redact();
@@ -342,9 +342,9 @@ impl Status {
 }
 
 /// `vmagent status`: the stored status refreshed with what can be seen now.
-pub fn current(root: &Root, ready_url: &str) -> Status {
+pub fn current(root: &Root, ready_url: &str) -> StatusFile {
     let mut unreadable = Vec::new();
-    let stored = Status::load(root).unwrap_or_else(|e| {
+    let stored = StatusFile::load(root).unwrap_or_else(|e| {
         unreadable.push(e.to_string());
         None
     });
@@ -422,7 +422,7 @@ pub fn current(root: &Root, ready_url: &str) -> Status {
         .as_deref()
         .and_then(Failure::from_name)
         .map(Failure::exit_code);
-    let mut s = Status::new(health);
+    let mut s = StatusFile::new(health);
     s.unreadable = unreadable;
     s.enabled = enabled;
     s.last_apply = stored.and_then(|s| s.last_apply);

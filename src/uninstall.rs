@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::apply::lock;
+use crate::etc_hosts::{self, Restore};
 use crate::fsx::{self, Kind};
-use crate::hosts::{self, Restore};
 use crate::layout;
 use crate::package;
 use crate::pristine;
@@ -110,7 +110,7 @@ fn hosts_step(
     };
     let original = record.hosts_original();
     // Something on disk in the way that only an admin can sort out: exit 4.
-    let restored = hosts::restore(&data, &original).map_err(|e| {
+    let restored = etc_hosts::restore(&data, &original).map_err(|e| {
         RunError::Unsupported(format!(
             "{sys}: damaged managed block: {e}; fix or remove the vmagent-managed block by hand, then re-run"
         ))
@@ -208,7 +208,7 @@ fn state_entry(name: &str) -> bool {
         crate::daemon::LOCK,
         "txn",
         pristine::DIR,
-        crate::state::FILE,
+        crate::applied::FILE,
         service::inputs::FILE,
         crate::daemon::store::DIR,
     ]
@@ -412,7 +412,7 @@ pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
         file_step(&root, sys, o, opts.dry_run, &mut steps)?;
     }
     // 5. vmagent's own records of what it applied (the next apply starts afresh).
-    for name in [crate::state::FILE, service::inputs::FILE] {
+    for name in [crate::applied::FILE, service::inputs::FILE] {
         let p = state.join(name);
         if p.exists() {
             steps.push(format!("remove {}/{name}", root.state_dir().display()));

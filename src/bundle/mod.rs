@@ -1,6 +1,7 @@
 //! The bundle: what `istioctl x workload entry configure` produced, read safely and
 //! parsed into typed, validated values.
 
+pub mod archive;
 pub mod cluster_env;
 pub mod dnsmasq;
 pub mod env_keys;
@@ -8,7 +9,6 @@ pub mod hosts;
 pub mod mesh;
 pub mod pem;
 pub mod root_cert;
-pub mod source;
 pub mod token;
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
-pub use source::{Limits, PackageFile};
+pub use archive::{Limits, PackageFile};
 
 /// Why a bundle was refused. Every variant names the bundle or the member.
 #[derive(Debug, Error)]
@@ -207,11 +207,11 @@ pub struct Bundle {
 impl Bundle {
     /// Reads and validates the bundle at `path` (tar, tar.gz or directory).
     pub fn open(path: &Path, opts: ReadOptions) -> Result<Bundle, BundleError> {
-        Self::from_raw(source::open(path, Limits::default())?, opts)
+        Self::from_raw(archive::open(path, Limits::default())?, opts)
     }
 
     /// Validates members already read.
-    pub fn from_raw(raw: source::RawBundle, opts: ReadOptions) -> Result<Bundle, BundleError> {
+    pub fn from_raw(raw: archive::RawBundle, opts: ReadOptions) -> Result<Bundle, BundleError> {
         let mut files = BTreeMap::new();
         for (name, data) in raw.files {
             if let Some(m) = Member::from_name(&name) {

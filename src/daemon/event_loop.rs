@@ -18,15 +18,11 @@ use tokio::io::Interest;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::source::Source;
-use super::Daemon;
+use super::{Daemon, Stopped};
 use crate::exit;
 use crate::layout;
 use crate::run;
 use crate::timefmt;
-
-/// SIGTERM or SIGINT arrived: the daemon stops where it is.
-#[derive(Debug)]
-pub(super) struct Stopped;
 
 /// Longest one piece of work may keep the watchdog fed (a download or dpkg run that
 /// never ends): after this, pings stop and systemd restarts vmagent.

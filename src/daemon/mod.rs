@@ -26,7 +26,7 @@ mod event_loop;
 mod publish;
 mod reconcile;
 mod remote;
-pub mod report;
+pub mod report_url;
 mod source;
 pub mod store;
 
@@ -79,6 +79,10 @@ fn refused(code: u8, msg: &str) -> u8 {
     code
 }
 
+/// SIGTERM or SIGINT arrived: the daemon stops where it is.
+#[derive(Debug)]
+struct Stopped;
+
 /// The file a running daemon holds locked (one daemon per root).
 pub const LOCK: &str = "daemon.lock";
 
@@ -103,7 +107,7 @@ struct Daemon {
     /// Mark the queued reconcile's result as a rollback.
     mark_rolled_back: bool,
     last_apply: Option<LastApply>,
-    reporter: Option<report::Reporter>,
+    reporter: Option<report_url::Reporter>,
     token_note: Option<String>,
     status_line: String,
     /// What the report URL was last sent (health and warnings).
@@ -138,7 +142,7 @@ impl Daemon {
             store,
             source_error: None,
             poll_error: None,
-            reporter: report::Reporter::for_config(&cfg, &root),
+            reporter: report_url::Reporter::for_config(&cfg, &root),
             root,
             cfg,
             _lock: lock,
@@ -165,7 +169,7 @@ impl Daemon {
                     tracing::warn!("[paths] changed: it takes effect when vmagent restarts (`systemctl restart vmagent`)");
                     c.paths = self.cfg.paths.clone();
                 }
-                self.reporter = report::Reporter::for_config(&c, &self.root);
+                self.reporter = report_url::Reporter::for_config(&c, &self.root);
                 self.monitor = new_monitor(&self.root, &c);
                 self.cfg = c;
                 tracing::info!("configuration reloaded (SIGHUP)");

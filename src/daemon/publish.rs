@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-use super::event_loop::Stopped;
 use super::Daemon;
+use super::Stopped;
 use crate::health::monitor::Event;
 use crate::health::{Health, State};
 use crate::layout;
 use crate::lkg::Lkg;
 use crate::service;
-use crate::status::{BundleView, HealthView, Status};
+use crate::status::{BundleView, HealthView, StatusFile};
 use crate::timefmt;
 
 impl Daemon {
@@ -54,8 +54,8 @@ impl Daemon {
     /// Status file, sd_notify STATUS, log, report URL.
     pub(super) fn publish(&mut self) {
         let h: Health = self.monitor.health().clone();
-        let mut doc = Status::new(HealthView::of(&h, self.monitor.since()));
-        if let Ok(Some(old)) = Status::load(&self.root) {
+        let mut doc = StatusFile::new(HealthView::of(&h, self.monitor.since()));
+        if let Ok(Some(old)) = StatusFile::load(&self.root) {
             if old.health.state == doc.health.state {
                 doc.health.since = old.health.since;
                 doc.health.since_unix = old.health.since_unix;

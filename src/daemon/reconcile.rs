@@ -5,11 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::event_loop::{blocking, Stopped};
+use super::event_loop::blocking;
 use super::Daemon;
+use super::Stopped;
 use crate::health::State;
 use crate::lkg::{Digest, Effect, Event, Note};
-use crate::run::{self, exit, ApplyOptions, Status as RunStatus};
+use crate::run::{self, exit, ApplyOptions, ApplyStatus};
 use crate::status::{ApplyResult, LastApply};
 use crate::timefmt;
 
@@ -107,7 +108,7 @@ impl Daemon {
                     .as_ref()
                     .map(|s| s.actions.clone())
                     .unwrap_or_default();
-                if o.status == RunStatus::Applied || !svc.is_empty() {
+                if o.status == ApplyStatus::Applied || !svc.is_empty() {
                     tracing::warn!(
                         reason = why,
                         changes = %changed.join("; "),
@@ -130,7 +131,7 @@ impl Daemon {
                 });
                 self.last_apply = Some(LastApply {
                     at,
-                    result: if o.status == RunStatus::Applied {
+                    result: if o.status == ApplyStatus::Applied {
                         ApplyResult::Applied
                     } else {
                         ApplyResult::UpToDate

@@ -33,7 +33,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// Largest bundle body accepted (the bundle reader's own stream bound).
 fn max_body() -> u64 {
-    crate::bundle::source::Limits::default().stream
+    crate::bundle::archive::Limits::default().stream
 }
 
 /// What the last successful fetch recorded.

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use inotify::{Inotify, WatchMask};
 
-use super::event_loop::Stopped;
 use super::remote::{Polled, Remote};
 use super::Daemon;
+use super::Stopped;
 
 /// Where bundles come from.
 pub(super) enum Source {

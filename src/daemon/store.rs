@@ -2,7 +2,7 @@
 //! what it may fall back to.
 //!
 //! Every bundle the daemon applies is first staged here as a canonical tar named by its
-//! sha256 (`<sha256>.tar`, see [`crate::bundle::source::write_canonical_tar`]), after it
+//! sha256 (`<sha256>.tar`, see [`crate::bundle::archive::write_canonical_tar`]), after it
 //! passed the same validation as `vmagent check`. That gives:
 //! - one identity for a bundle whatever its form (directory, tar, tar.gz, a download);
 //! - the bundle that is in force survives a source that turns invalid or disappears (the
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::bundle::{source, BundleError};
+use crate::bundle::{archive, BundleError};
 use crate::fsx;
 use crate::layout;
 use crate::lkg::{Digest, Lkg, Record};
@@ -92,7 +92,7 @@ impl Store {
                 return Ok(d.clone());
             }
         }
-        let raw = source::open(src, source::Limits::default())?;
+        let raw = archive::open(src, archive::Limits::default())?;
         let io_err = |e: io::Error| {
             BundleError::source(
                 &shown,
@@ -108,7 +108,7 @@ impl Store {
                 inner: io::BufWriter::new(tmp.as_file_mut()),
                 hash: Sha256::new(),
             };
-            source::write_canonical_tar(&raw, &mut w).map_err(io_err)?;
+            archive::write_canonical_tar(&raw, &mut w).map_err(io_err)?;
             let HashingWriter { inner, hash } = w;
             inner.into_inner().map_err(|e| io_err(e.into_error()))?;
             let hex = crate::text::hex(&hash.finalize());

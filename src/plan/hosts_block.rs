@@ -2,8 +2,8 @@
 
 use super::{blocked, io_failed, Action, Ids, PlanError, Planner, What, READ_LIMIT, ROOT_IDS};
 use crate::bundle::Bundle;
+use crate::etc_hosts;
 use crate::fsx::{self, Kind};
-use crate::hosts;
 use crate::layout;
 
 impl Planner<'_> {
@@ -30,14 +30,14 @@ impl Planner<'_> {
         };
         // No entries and no block of ours yet: /etc/hosts stays byte-for-byte as it is.
         if bundle.hosts.is_empty()
-            && hosts::without_block(old.as_deref().unwrap_or_default())
+            && etc_hosts::without_block(old.as_deref().unwrap_or_default())
                 .map_err(damaged)?
                 .is_none()
         {
             return Ok(());
         }
         let merged =
-            hosts::merge(old.as_deref().unwrap_or_default(), &bundle.hosts).map_err(damaged)?;
+            etc_hosts::merge(old.as_deref().unwrap_or_default(), &bundle.hosts).map_err(damaged)?;
         for (n, line) in &merged.conflicts {
             self.plan.warnings.push(format!(
                 "{sys} line {n} ('{line}') maps a mesh name to another address and comes first; remove it, or the mesh entry may be ignored"

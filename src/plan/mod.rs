@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::applied::{self, AppliedIdentity};
 use crate::bundle::{Bundle, Member};
 use crate::fsx::{self, Kind, Meta};
 use crate::layout::{self, Owner};
 use crate::root::{Root, RootError};
-use crate::state::{self, State};
 
 /// Largest existing file vmagent reads to compare (installed files are small). Uninstall
 /// and the pristine record use the same limit, so a file apply accepted is never refused
@@ -141,7 +141,7 @@ pub enum What {
     /// /etc/hosts with the managed block.
     Hosts {
         /// Lines adopted from outside the block.
-        adopted: Vec<crate::hosts::Adopted>,
+        adopted: Vec<crate::etc_hosts::Adopted>,
     },
     /// vmagent's state record.
     State,
@@ -270,9 +270,9 @@ pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, Pla
     }
     p.stale_certs(bundle, previous.as_ref())?;
     p.hosts(bundle)?;
-    let state = State::for_identity(bundle.token.sub.as_deref());
+    let state = AppliedIdentity::for_identity(bundle.token.sub.as_deref());
     if previous.as_ref() != Some(&state) {
-        let path = format!("{}/{}", p.root.state_dir().display(), state::FILE);
+        let path = format!("{}/{}", p.root.state_dir().display(), applied::FILE);
         p.file(
             &path,
             What::State,
@@ -504,17 +504,21 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn previous_state(&self) -> Result<Option<State>, PlanError> {
-        let sys = format!("{}/{}", self.root.state_dir().display(), state::FILE);
+    fn previous_state(&self) -> Result<Option<AppliedIdentity>, PlanError> {
+        let sys = format!("{}/{}", self.root.state_dir().display(), applied::FILE);
         let host = self.host(&sys, false)?;
         Ok(fsx::read_file(&host, READ_LIMIT)
             .ok()
             .flatten()
-            .and_then(|d| State::parse(&d)))
+            .and_then(|d| AppliedIdentity::parse(&d)))
     }
 
     /// The proxy's own certificates belong to the identity they were issued for.
-    fn stale_certs(&mut self, bundle: &Bundle, previous: Option<&State>) -> Result<(), PlanError> {
+    fn stale_certs(
+        &mut self,
+        bundle: &Bundle,
+        previous: Option<&AppliedIdentity>,
+    ) -> Result<(), PlanError> {
         if bundle.files.contains_key(&Member::CertChain) {
             return Ok(()); // legacy bundle: the certs come from the bundle itself
         }

@@ -21,7 +21,7 @@ pub enum ApplyResult {
 }
 
 impl ApplyResult {
-    /// The free text in it (masked by [`Status::redact`]), if any.
+    /// The free text in it (masked by [`StatusFile::redact`]), if any.
     pub(super) fn text_mut(&mut self) -> Option<&mut String> {
         match self {
             ApplyResult::Error(t) | ApplyResult::Other(t) => Some(t),

@@ -7,7 +7,7 @@ use super::*;
 fn redact_masks_url_secrets_in_every_text_field() {
     let secret_url = "https://u:pa55word@h/b.tar?access_token=S3cr3tTok&x=1";
     let said = format!("polling {secret_url} failed");
-    let mut s = Status::new(HealthView {
+    let mut s = StatusFile::new(HealthView {
         state: State::Degraded,
         evidence: vec![said.clone()],
         summary: Some(said.clone()),
@@ -74,7 +74,7 @@ fn serialised_form_is_pinned() {
         let back: ApplyResult = serde_json::from_value(text.into()).unwrap();
         assert_eq!(back, result);
     }
-    let mut s = Status::new(HealthView {
+    let mut s = StatusFile::new(HealthView {
         state: State::Ready,
         ..HealthView::default()
     });
@@ -97,7 +97,7 @@ fn unknown_values_read_back_without_failing() {
     let json = r#"{"vmagent":"9.9.9","updated":"x","health":{"state":"exploded","reason":"new-kind","summary":"s"},
         "token":null,"root_cert":null,"workload_cert":null,"package_version":null,"enabled":null,
         "last_apply":{"at":"t","result":"half-applied","exit_code":0,"bundle":"b"}}"#;
-    let s: Status = serde_json::from_str(json).unwrap();
+    let s: StatusFile = serde_json::from_str(json).unwrap();
     assert_eq!(s.health.state, State::Unknown);
     assert_eq!(s.health.line(), "unknown: new-kind: s");
     let r = &s.last_apply.as_ref().unwrap().result;
@@ -108,7 +108,7 @@ fn unknown_values_read_back_without_failing() {
     assert_eq!(v["last_apply"]["result"], "half-applied");
     // A wrong type is a damaged file (an error the caller shows), not a panic.
     let bad = json.replace(r#""exploded""#, "7");
-    assert!(serde_json::from_str::<Status>(&bad).is_err());
+    assert!(serde_json::from_str::<StatusFile>(&bad).is_err());
 }
 
 /// One wording: the live health and its stored view say the same line in every state.

@@ -89,7 +89,7 @@ fn mode_bits(mode: u32) -> Option<String> {
 /// directories through it, and `/etc/istio/...` also as `/var/lib/istio/...` (the
 /// apply that creates that link plans its contents there).
 fn layout_paths(root: &Root) -> BTreeSet<PathBuf> {
-    let state = root.state_dir().join(crate::state::FILE);
+    let state = root.state_dir().join(crate::applied::FILE);
     let state = state.to_string_lossy().into_owned();
     let mut files: Vec<&str> = layout::FILES.iter().map(|f| f.path).collect();
     files.extend(layout::PROXY_CERTS);

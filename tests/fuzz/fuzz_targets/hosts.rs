@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let (existing, member) = data.split_at(data.len() / 2);
     if let Ok((entries, _)) = vmagent::bundle::hosts::parse(member) {
-        let _ = vmagent::hosts::merge(existing, &entries);
+        let _ = vmagent::etc_hosts::merge(existing, &entries);
     }
-    let _ = vmagent::hosts::without_block(data);
+    let _ = vmagent::etc_hosts::without_block(data);
 });

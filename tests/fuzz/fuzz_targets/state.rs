@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = vmagent::state::State::parse(data);
+    let _ = vmagent::applied::AppliedIdentity::parse(data);
 });

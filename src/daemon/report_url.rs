@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::net::retry::{self, Backoff};
 use crate::net::{self, Client, Request};
 use crate::root::Root;
-use crate::status::Status;
+use crate::status::StatusFile;
 
 /// Attempts per document (with 1 s, 2 s, 4 s... backoff, jittered).
 const ATTEMPTS: u32 = 5;
@@ -49,7 +49,7 @@ impl Reporter {
     }
 
     /// Queues `doc` (never blocks), URL secrets masked like the status file's.
-    pub fn send(&self, doc: &Status) {
+    pub fn send(&self, doc: &StatusFile) {
         let mut doc = doc.clone();
         doc.redact();
         if let Ok(body) = serde_json::to_vec(&doc) {

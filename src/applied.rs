@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// The applied state as recorded in `state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct State {
+pub struct AppliedIdentity {
     /// Schema version.
     pub version: u32,
     /// The token `sub` last applied (the workload identity).
@@ -17,10 +17,10 @@ pub struct State {
 /// File name of the state record inside the state dir.
 pub const FILE: &str = "state.json";
 
-impl State {
+impl AppliedIdentity {
     /// The state after applying a bundle whose token has `sub`.
     pub fn for_identity(sub: Option<&str>) -> Self {
-        State {
+        AppliedIdentity {
             version: 1,
             token_sub: sub.map(str::to_string),
         }
@@ -30,7 +30,7 @@ impl State {
     /// schema version, a `sub` no token has) reads as none: it only drives cleanups, and
     /// the next apply rewrites it.
     pub fn parse(data: &[u8]) -> Option<Self> {
-        let s: State = serde_json::from_slice(data).ok()?;
+        let s: AppliedIdentity = serde_json::from_slice(data).ok()?;
         let sub_ok = s
             .token_sub
             .as_deref()
@@ -50,15 +50,20 @@ mod tests {
 
     #[test]
     fn only_what_vmagent_writes_parses() {
-        let good = State::for_identity(Some("spiffe://x/ns/a/sa/b"));
-        assert_eq!(State::parse(&good.to_bytes()), Some(good));
+        let good = AppliedIdentity::for_identity(Some("spiffe://x/ns/a/sa/b"));
+        assert_eq!(AppliedIdentity::parse(&good.to_bytes()), Some(good));
         for bad in [
             &b"not json"[..],
             br#"{"version":2}"#,
             br#"{"version":1,"token_sub":"a\nb"}"#,
             br#"{"version":1,"extra":1}"#,
         ] {
-            assert_eq!(State::parse(bad), None, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                AppliedIdentity::parse(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -1,5 +1,8 @@
-//! The single table of where everything goes, with mode and owner. No other module
-//! spells a destination path.
+//! The single table of where the bundle's files and the proxy's directories go, with mode
+//! and owner. Other modules name only paths that are not destinations of an apply:
+//! vmagent's own config (`config`), the target's passwd/group (`root`), and pilot-agent's
+//! default certificate directory as cluster.env's grammar defines it
+//! (`bundle::cluster_env`, equal to this table's `/etc/certs`).
 //!
 //! Ownership follows the documented `chown -R istio-proxy /var/lib/istio /etc/certs
 //! /etc/istio/proxy /etc/istio/config /var/run/secrets`, with one deliberate exception:

@@ -1,8 +1,9 @@
-//! `vmagent daemon`: keeps the VM in the mesh. One thread, one poll(2) loop over:
-//! signals (TERM/INT: finish the step, exit 0; HUP: reload the config), the bundle
-//! source (inotify on a local path; an https URL polled by [`remote`]), the proxy's logs
-//! (the health follower), and timers (drift check, readiness probe, URL poll, trial
-//! deadline, systemd watchdog).
+//! `vmagent daemon`: keeps the VM in the mesh. One `select!` loop on a tokio
+//! current-thread runtime over: signals (TERM/INT: exit 0 at once, even mid-apply; HUP:
+//! reload the config), the bundle source (inotify on a local path; an https URL polled by
+//! [`remote`]), the proxy's logs (the health follower), and timers (drift check,
+//! readiness probe, URL poll, trial deadline, systemd watchdog). Blocking work runs on
+//! the blocking pool, network work is awaited; both beside the signals and the watchdog.
 //!
 //! Every reconcile stages the source's bundle in the [`store`] (validated, named by its
 //! sha256) and runs the same `run::apply` a user runs on it (idempotent: it writes only
@@ -20,7 +21,7 @@
 //!
 //! The parts: [`event_loop`] (signals, descriptors, timers), [`source`] (where bundles
 //! come from), [`reconcile`] (staging, `run::apply`, last-known-good effects), [`publish`]
-//! (status file, sd_notify, log, report URL).
+//! (status file, sd_notify, log, report URL), [`report_url`] (the report sender task).
 
 mod event_loop;
 mod publish;

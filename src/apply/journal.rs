@@ -6,7 +6,7 @@
 //!
 //! A journal read back from disk is untrusted input, like a bundle: vmagent runs as
 //! root, so a planted journal would otherwise let whoever wrote it delete, replace or
-//! chmod any file. Every entry is checked ([`untrusted`]) before anything is
+//! chmod any file. Every entry is checked (`untrusted`) before anything is
 //! touched; one bad entry refuses the whole journal, and the way out is `vmagent
 //! recover --discard-journal`, which moves it aside as evidence.
 
@@ -394,7 +394,7 @@ impl TxnDir {
     /// stop the others, and then the journal is kept and [`JournalError::Incomplete`]
     /// names every path left. Every entry is checked
     /// first, and nothing is touched unless all pass; `from_disk` journals (not the one
-    /// this process just wrote) also get the symlink policy of [`untrusted`].
+    /// this process just wrote) also get the symlink policy of `untrusted`.
     pub fn rollback(
         &self,
         journal: &Journal,

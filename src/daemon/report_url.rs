@@ -25,7 +25,7 @@ pub struct Reporter {
 
 impl Reporter {
     /// The reporter for `cfg`'s health.report_url (none without one), using the
-    /// process's one client: its CA files (package.ca_file, [source] ca_file) are
+    /// process's one client: its CA files (package.ca_file, `[source] ca_file`) are
     /// trusted for the report URL too. Must be called on the daemon's runtime.
     pub fn for_config(cfg: &Config, root: &Root) -> Option<Reporter> {
         let url = cfg.health.report_url.clone()?;

@@ -258,7 +258,7 @@ impl Default for DownloadConfig {
 impl Config {
     /// The settings of the process's one HTTP client: every configured CA file
     /// (`extra_ca`, a host path from --ca-file; package.ca_file and `[source] ca_file`,
-    /// inside `root`) and the [download] timeouts.
+    /// inside `root`) and the `[download]` timeouts.
     pub fn net_settings(
         &self,
         root: &Root,

@@ -1,7 +1,7 @@
 //! `vmagent daemon`: keeps the VM in the mesh. One `select!` loop on a tokio
 //! current-thread runtime over: signals (TERM/INT: exit 0 at once, even mid-apply; HUP:
 //! reload the config), the bundle source (inotify on a local path; an https URL polled by
-//! [`remote`]), the proxy's logs (the health follower), and timers (drift check,
+//! `remote`), the proxy's logs (the health follower), and timers (drift check,
 //! readiness probe, URL poll, trial deadline, systemd watchdog). Blocking work runs on
 //! the blocking pool, network work is awaited; both beside the signals and the watchdog.
 //!
@@ -13,14 +13,14 @@
 //! istio.service (ordered after vmagent.service by a drop-in) starts with its token in
 //! place.
 //!
-//! Last-known-good ([`crate::lkg`], a pure state machine whose effects [`reconcile`] carries
+//! Last-known-good ([`crate::lkg`], a pure state machine whose effects `reconcile` carries
 //! out): a bundle whose proxy became ready is the good one; a new bundle is on
 //! trial until its proxy is ready, and is rolled back (the good one applied again, the
 //! bad one not retried until the source changes) when it fails for good or is not ready
 //! within `health.wait_secs`.
 //!
-//! The parts: [`event_loop`] (signals, descriptors, timers), [`source`] (where bundles
-//! come from), [`reconcile`] (staging, `run::apply`, last-known-good effects), [`publish`]
+//! The parts: `event_loop` (signals, descriptors, timers), `source` (where bundles
+//! come from), `reconcile` (staging, `run::apply`, last-known-good effects), `publish`
 //! (status file, sd_notify, log, report URL), [`report_url`] (the report sender task).
 
 mod event_loop;

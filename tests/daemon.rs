@@ -1947,3 +1947,60 @@ fn sigterm_and_watchdog_are_served_mid_download() {
     assert!(d.stderr().contains("stopping (signal)"), "{}", d.stderr());
     stop_notes.store(true, Ordering::Relaxed);
 }
+
+/// Issue 13: the apply (files, package download, dpkg) runs on the blocking pool while
+/// the loop keeps serving signals. A package mirror trickling one byte every 2 s used to
+/// hold SIGTERM until the download ended; now the daemon exits at once, and the apply it
+/// abandoned leaves nothing half-done for the next start (its undo journal, if any, is
+/// rolled back first, as after a crash).
+#[test]
+fn sigterm_mid_apply_download_exits_and_the_next_start_recovers() {
+    use common::server::{Fault, Server};
+    let server = Server::http();
+    let vm = Vm::with("ready", &Conf::default());
+    // The bundle without the package member: the package comes from the (slow) mirror.
+    vm.put_bundle(BUNDLE, &Spec::example());
+    let deb = fs::read(&vm.deb).unwrap();
+    let slow = deb.len();
+    server.put("/istio-sidecar.deb", deb);
+    server.always(
+        "/istio-sidecar.deb",
+        Fault::Trickle {
+            chunk: 1,
+            interval_ms: 2000,
+            slow_bytes: slow,
+        },
+    );
+    let sha: String = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(fs::read(&vm.deb).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    vm.write_config_text(&format!(
+        "[source]\nbundle = \"{BUNDLE}\"\n\n[package]\nversion = \"{V1}\"\nurl = \"{}\"\nsha256 = \"{sha}\"\n\n[daemon]\ndrift_interval_secs = 3600\nprobe_interval_secs = 3600\n\n[health]\nready_url = \"{}\"\n",
+        server.url("/istio-sidecar.deb"),
+        vm.ready.url()
+    ));
+    let mut d = vm.daemon();
+    vm.wait_for(&d, "the package GET", || {
+        (!server.requests_for("/istio-sidecar.deb").is_empty()).then_some(())
+    });
+    d.signal(libc::SIGTERM);
+    let s = d.wait_exit(HANG);
+    assert_eq!(s.code(), Some(0), "{}", vm.context(&d));
+    assert!(d.stderr().contains("stopping (signal)"), "{}", d.stderr());
+    drop(d);
+    // The next start is not blocked by what the stopped one left.
+    server.always("/istio-sidecar.deb", Fault::Status(503));
+    let d = vm.daemon();
+    vm.wait_log(&d, 0, &["vmagent daemon ready"]);
+    vm.wait_log(&d, 0, &["reconcile failed"]);
+    assert!(
+        !d.stderr()
+            .contains("recovering an interrupted apply failed"),
+        "{}",
+        d.stderr()
+    );
+}

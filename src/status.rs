@@ -340,9 +340,10 @@ impl StatusFile {
             }
         }
         // No token provider exists yet: `identity::provider` will say when one runs.
-        let (identity, _) = IdentityView::read(root, t, false);
-        self.warnings.extend(identity.route_warning());
-        self.identity = Some(identity);
+        self.identity = IdentityView::read(root, t, false).map(|(identity, _)| {
+            self.warnings.extend(identity.route_warning());
+            identity
+        });
         if let Ok(fmt) = crate::package::os::format(root) {
             if let Ok(v) = crate::package::install::installed(root, fmt) {
                 self.package_version = v;

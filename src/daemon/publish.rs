@@ -49,20 +49,23 @@ impl Daemon {
     /// lead time, then the lapse); a later lapse time (a renewal, a fresh token) resets it.
     fn identity_check(&mut self) -> Option<String> {
         let now = timefmt::now();
-        let (_, t) = IdentityView::read(&self.root, now, false);
-        let (urgency, note) = identity_note(&t, now, &self.cfg.daemon.identity_warn_secs);
+        let (urgency, note) = match IdentityView::read(&self.root, now, false) {
+            Some((_, t)) => {
+                let (u, n) = identity_note(&t, now, &self.cfg.daemon.identity_warn_secs);
+                (u, n.map(|n| (n, t.reason.name())))
+            }
+            None => (Urgency::Quiet, None),
+        };
         if urgency > self.identity_urgency {
-            if let Some(n) = &note {
+            if let Some((n, reason)) = &note {
                 match urgency {
-                    Urgency::Lapsed => {
-                        tracing::error!(reason = %t.reason.name(), "identity: {n}")
-                    }
-                    _ => tracing::warn!(reason = %t.reason.name(), "identity: {n}"),
+                    Urgency::Lapsed => tracing::error!(reason = %reason, "identity: {n}"),
+                    _ => tracing::warn!(reason = %reason, "identity: {n}"),
                 }
             }
         }
         self.identity_urgency = urgency;
-        note
+        note.map(|(n, _)| n)
     }
 
     /// Token expiry of the token in place (see [`token_note`]).

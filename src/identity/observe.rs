@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::timeline::{CertRoute, Inputs, Validity};
-use crate::bundle::cluster_env::{CertKey, ClusterEnv};
+use crate::bundle::cluster_env::{CertKey, ClusterEnv, DEFAULT_CERT_DIR};
 use crate::bundle::Member;
 use crate::fsx::{self, Kind};
 use crate::layout;
@@ -22,15 +22,24 @@ pub struct Observed {
     pub cert_dir: Option<String>,
 }
 
+impl Observed {
+    /// Nothing onboarded: no cluster.env (the route is unknown), token or certificate.
+    pub fn is_empty(&self) -> bool {
+        let i = &self.inputs;
+        i.route == CertRoute::Unknown && i.token.is_none() && i.cert.is_none()
+    }
+}
+
 /// Reads everything at `now`. Unreadable things count as absent (`Unknown` for the
 /// route): `vmagent status` run as a user must still answer.
 pub fn observe(root: &Root, now: i64) -> Observed {
     let env = read(root, path_of(Member::ClusterEnv))
         .and_then(|d| crate::bundle::cluster_env::parse(&d, &BTreeSet::new()).ok())
         .map(|(env, _)| env);
+    // Without cluster.env, istio-start.sh's default is where a certificate would be.
     let cert_dir = match &env {
         Some(e) => e.cert_dir(CertKey::OutputCerts),
-        None => None,
+        None => Some(DEFAULT_CERT_DIR.to_string()),
     };
     let route = match &env {
         Some(e) => route(root, e),

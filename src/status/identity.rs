@@ -35,10 +35,18 @@ pub struct IdentityView {
 }
 
 impl IdentityView {
-    /// The view of what is on `root` at `now`. `provider_keeps_token`: a token provider
-    /// keeps the token fresh (none exists yet: `false`).
-    pub fn read(root: &Root, now: i64, provider_keeps_token: bool) -> (IdentityView, Timeline) {
+    /// The view of what is on `root` at `now`; `None` on a machine never onboarded (no
+    /// cluster.env, token or certificate: nothing to lapse). `provider_keeps_token`: a
+    /// token provider keeps the token fresh (none exists yet: `false`).
+    pub fn read(
+        root: &Root,
+        now: i64,
+        provider_keeps_token: bool,
+    ) -> Option<(IdentityView, Timeline)> {
         let mut o = observe::observe(root, now);
+        if o.is_empty() {
+            return None;
+        }
         o.inputs.provider_keeps_token = provider_keeps_token;
         let t = timeline::timeline(&o.inputs);
         let route = o.inputs.route;
@@ -53,7 +61,7 @@ impl IdentityView {
             certificate_dir: o.cert_dir,
             certificate_route: route,
         };
-        (view, t)
+        Some((view, t))
     }
 
     /// A warning when the certificate cannot renew (route known and broken), with the

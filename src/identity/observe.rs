@@ -20,6 +20,8 @@ pub struct Observed {
     pub inputs: Inputs,
     /// The OUTPUT_CERTS directory (system path), when one is configured.
     pub cert_dir: Option<String>,
+    /// Files that are there but could not be read (system paths).
+    pub unreadable: Vec<String>,
 }
 
 impl Observed {
@@ -33,7 +35,8 @@ impl Observed {
 /// Reads everything at `now`. Unreadable things count as absent (`Unknown` for the
 /// route): `vmagent status` run as a user must still answer.
 pub fn observe(root: &Root, now: i64) -> Observed {
-    let env = read(root, path_of(Member::ClusterEnv))
+    let mut unreadable = Vec::new();
+    let env = read(root, path_of(Member::ClusterEnv), &mut unreadable)
         .and_then(|d| crate::bundle::cluster_env::parse(&d, &BTreeSet::new()).ok())
         .map(|(env, _)| env);
     // Without cluster.env, istio-start.sh's default is where a certificate would be.
@@ -46,7 +49,7 @@ pub fn observe(root: &Root, now: i64) -> Observed {
         None => CertRoute::Unknown,
     };
     let cert = cert_dir.as_deref().and_then(|dir| {
-        let data = read(root, &format!("{dir}/cert-chain.pem"))?;
+        let data = read(root, &format!("{dir}/cert-chain.pem"), &mut unreadable)?;
         let certs = crate::bundle::pem::certificates(&data, "cert-chain.pem").ok()?;
         // The chain lasts as long as its shortest-lived member.
         let c = certs.iter().min_by_key(|c| c.not_after)?;
@@ -55,7 +58,7 @@ pub fn observe(root: &Root, now: i64) -> Observed {
             until: Some(c.not_after),
         })
     });
-    let token = read(root, path_of(Member::Token))
+    let token = read(root, path_of(Member::Token), &mut unreadable)
         .and_then(|d| crate::bundle::token::parse(&d, now, true).ok())
         .map(|(t, _)| Validity {
             from: t.iat,
@@ -70,6 +73,7 @@ pub fn observe(root: &Root, now: i64) -> Observed {
             now,
         },
         cert_dir,
+        unreadable,
     }
 }
 
@@ -104,8 +108,15 @@ fn path_of(m: Member) -> &'static str {
     layout::file_for(m).map_or("", |f| f.path)
 }
 
-/// A file's bytes, or `None` when it is missing or cannot be read.
-fn read(root: &Root, sys: &str) -> Option<Vec<u8>> {
+/// A file's bytes, or `None` when it is missing; a file that is there but cannot be
+/// read (not root) goes to `unreadable`, so that no timeline is claimed on half the facts.
+fn read(root: &Root, sys: &str, unreadable: &mut Vec<String>) -> Option<Vec<u8>> {
     let p = root.resolve(Path::new(sys)).ok()?;
-    fsx::read_file(&p, 1 << 20).ok().flatten()
+    match fsx::read_file(&p, 1 << 20) {
+        Ok(d) => d,
+        Err(_) => {
+            unreadable.push(sys.to_string());
+            None
+        }
+    }
 }

@@ -36,7 +36,8 @@ pub struct IdentityView {
 
 impl IdentityView {
     /// The view of what is on `root` at `now`; `None` on a machine never onboarded (no
-    /// cluster.env, token or certificate: nothing to lapse). `provider_keeps_token`: a
+    /// cluster.env, token or certificate: nothing to lapse) or when a file could not be
+    /// read (not root: the status names it under `unreadable`). `provider_keeps_token`: a
     /// token provider keeps the token fresh (none exists yet: `false`).
     pub fn read(
         root: &Root,
@@ -44,7 +45,7 @@ impl IdentityView {
         provider_keeps_token: bool,
     ) -> Option<(IdentityView, Timeline)> {
         let mut o = observe::observe(root, now);
-        if o.is_empty() {
+        if o.is_empty() || !o.unreadable.is_empty() {
             return None;
         }
         o.inputs.provider_keeps_token = provider_keeps_token;

@@ -301,7 +301,7 @@ fn status(s: StatusArgs) -> u8 {
         },
         Format::Text => report::out(&report::status_text(&st)),
     }
-    st.health.exit_code()
+    st.exit_code(crate::timefmt::now())
 }
 
 fn fail(doc: Document, e: &RunError, format: Format) -> u8 {

@@ -16,4 +16,7 @@ pub const DOWNLOAD: u8 = 5;
 pub const INSTALL: u8 = 6;
 /// systemctl failed (daemon-reload, enable, start, restart).
 pub const SERVICE: u8 = 7;
+/// `vmagent status`: the mesh identity has lapsed (no valid token and no certificate
+/// that renews): the VM is out of the mesh until it gets a fresh token.
+pub const IDENTITY_LAPSED: u8 = 8;
 // 10-27: the proxy is not ready, by failure kind: see `health::Failure::exit_code`.

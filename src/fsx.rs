@@ -45,6 +45,16 @@ pub struct Meta {
     pub gid: u32,
 }
 
+impl Meta {
+    /// Whether the account `uid`:`gid` may create files in a directory with this owner
+    /// and mode (write and search permission through owner, group or other bits).
+    pub fn writable_by(&self, uid: u32, gid: u32) -> bool {
+        (self.uid == uid && self.mode & 0o300 == 0o300)
+            || (self.gid == gid && self.mode & 0o030 == 0o030)
+            || self.mode & 0o003 == 0o003
+    }
+}
+
 /// lstat: `Ok(None)` when nothing is there.
 pub fn meta(path: &Path) -> io::Result<Option<Meta>> {
     match fs::symlink_metadata(path) {

@@ -346,6 +346,28 @@ pub fn service_text(o: &Outcome) -> String {
     s
 }
 
+/// The identity lines of `vmagent status`: when it lapses, why, and the fix. Read back
+/// from a file, so its text is shown printable.
+fn identity_text(s: &mut String, i: &crate::status::IdentityView) {
+    use std::fmt::Write;
+    let now = crate::timefmt::now();
+    let when = match i.lapses_at {
+        None => "does not lapse".to_string(),
+        Some(t) if t <= now => format!("LAPSED at {}", rfc3339(t)),
+        Some(t) => format!("lapses at {} (in {})", rfc3339(t), human_duration(t - now)),
+    };
+    let renews = if i.renews_without_token {
+        "renews without the token"
+    } else {
+        "needs the token to renew"
+    };
+    let _ = writeln!(s, "identity:      {when}, {renews} ({})", i.reason.name());
+    let _ = writeln!(s, "  why: {}", i.reason.describe());
+    if let Some(f) = &i.fix {
+        let _ = writeln!(s, "  fix: {}", crate::bundle::printable(f, 600));
+    }
+}
+
 /// The text of `vmagent status`.
 pub fn status_text(st: &crate::status::StatusFile) -> String {
     use std::fmt::Write;
@@ -387,6 +409,9 @@ pub fn status_text(st: &crate::status::StatusFile) -> String {
     let _ = writeln!(s, "root cert:     {}", exp(&st.root_cert));
     if st.workload_cert.is_some() {
         let _ = writeln!(s, "workload cert: {}", exp(&st.workload_cert));
+    }
+    if let Some(i) = &st.identity {
+        identity_text(&mut s, i);
     }
     let _ = writeln!(
         s,

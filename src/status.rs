@@ -15,8 +15,10 @@ use crate::root::Root;
 use crate::timefmt::{now, rfc3339};
 
 mod apply_result;
+mod identity;
 
 pub use apply_result::ApplyResult;
+pub use identity::IdentityView;
 
 /// Directory of the status file.
 pub const DIR: &str = "/run/vmagent";
@@ -202,6 +204,9 @@ pub struct StatusFile {
     /// The daemon's bundles (absent when no daemon wrote this).
     #[serde(default)]
     pub bundle: Option<BundleView>,
+    /// When the mesh identity lapses and why (absent in files from older versions).
+    #[serde(default)]
+    pub identity: Option<IdentityView>,
 }
 
 impl StatusFile {
@@ -220,6 +225,7 @@ impl StatusFile {
             unreadable: Vec::new(),
             warnings: Vec::new(),
             bundle: None,
+            identity: None,
         }
     }
 
@@ -333,6 +339,11 @@ impl StatusFile {
                 Err(e) => self.unreadable.push(e),
             }
         }
+        // No token provider exists yet: `identity::provider` will say when one runs.
+        self.identity = IdentityView::read(root, t, false).map(|(identity, _)| {
+            self.warnings.extend(identity.route_warning());
+            identity
+        });
         if let Ok(fmt) = crate::package::os::format(root) {
             if let Ok(v) = crate::package::install::installed(root, fmt) {
                 self.package_version = v;

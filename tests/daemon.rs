@@ -1289,12 +1289,15 @@ fn token_near_expiry_is_warned_about() {
     let tok = token(now - 9 * 3600, now + 3600);
     vm.put_bundle(BUNDLE, &vm.spec().set("istio-token", tok.clone()));
     let d = vm.started();
+    // The token's own warnings (the identity timeline warns separately: no certificate
+    // was saved here, so it lapses with this token within a day).
     let warnings = |st: &serde_json::Value| -> Vec<String> {
         st["warnings"]
             .as_array()
             .map(|a| {
                 a.iter()
                     .filter_map(|w| w.as_str().map(String::from))
+                    .filter(|w| w.starts_with("the token"))
                     .collect()
             })
             .unwrap_or_default()
@@ -1302,6 +1305,20 @@ fn token_near_expiry_is_warned_about() {
     let st = vm.status().unwrap();
     assert_eq!(warnings(&st), Vec::<String>::new(), "{st:#}");
     assert_eq!(vm.read(TOKEN), Some(tok), "{st:#}");
+    // The identity timeline: no certificate was saved, so it lapses with the token, an
+    // hour away: inside the default one-day lead, in the status file and the log.
+    let st = vm.wait_for(&d, "an identity warning in status.json", || {
+        let st = vm.status()?;
+        st["warnings"]
+            .to_string()
+            .contains("the mesh identity lapses at")
+            .then_some(st)
+    });
+    assert_eq!(
+        st["identity"]["reason"], "token-expires-no-certificate",
+        "{st:#}"
+    );
+    vm.wait_log(&d, 0, &["identity: the mesh identity lapses at"]);
 
     // ...and a warning at the default 80%, once the config is reloaded.
     vm.write_config(&Conf {

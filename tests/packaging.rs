@@ -745,6 +745,7 @@ const KEYS: &[(&str, &str)] = &[
     ("daemon", "drift_interval_secs"),
     ("daemon", "probe_interval_secs"),
     ("daemon", "token_warn_percent"),
+    ("daemon", "identity_warn_secs"),
     ("paths", "state_dir"),
     ("paths", "cache_dir"),
 ];
@@ -761,6 +762,7 @@ const DEFAULTED: &[&str] = &[
     "drift_interval_secs",
     "probe_interval_secs",
     "token_warn_percent",
+    "identity_warn_secs",
 ];
 
 /// A commented-out key line `#key = value`: the key.

@@ -219,8 +219,23 @@ fn strip_export(line: &str) -> Result<Option<&str>, String> {
 }
 
 /// An empty OUTPUT_CERTS means the agent keeps its certificate in memory only
-/// (istio-start.sh: `${OUTPUT_CERTS-./etc/certs}` keeps an empty value).
+/// (istio-start.sh: `${OUTPUT_CERTS-./etc/certs}` keeps an empty value). The agent
+/// presents the certificate in PROV_CERT to the CA (pkg/istio-agent/agent.go
+/// `GetKeyCertsForCA`), and none at all to a CA on the plain-text port 15010
+/// (pkg/istio-agent/plugins.go): either way the saved certificate never renews itself.
 fn cert_dir_warnings(env: &ClusterEnv, warnings: &mut Vec<String>) {
+    let out = env.cert_dir(CertKey::OutputCerts);
+    if out.is_some() && env.cert_dir(CertKey::ProvCert) != out {
+        warnings.push(format!(
+            "bundle member 'cluster.env': PROV_CERT is not the OUTPUT_CERTS directory ({}), so pilot-agent never presents its saved certificate and the VM leaves the mesh when the token expires; set PROV_CERT to the same directory, or remove both to use /etc/certs",
+            out.as_deref().unwrap_or("")
+        ));
+    }
+    if env.get("CA_ADDR").is_some_and(|a| a.ends_with(":15010")) {
+        warnings.push(
+            "bundle member 'cluster.env': CA_ADDR uses the plain-text port 15010, so pilot-agent never presents its certificate and the VM leaves the mesh when the token expires; use istiod's TLS port 15012".into(),
+        );
+    }
     if let Some(v) = env
         .vars
         .iter()

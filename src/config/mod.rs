@@ -138,6 +138,10 @@ pub struct DaemonConfig {
     /// Warn when this share of the token's lifetime is used (percent).
     #[serde(default = "d_token_warn")]
     pub token_warn_percent: u8,
+    /// Warn this many seconds before the mesh identity lapses (each one once; and once
+    /// more when it lapses): see `identity::timeline::urgency`.
+    #[serde(default = "d_identity_warn")]
+    pub identity_warn_secs: Vec<u64>,
 }
 
 fn d_drift() -> u64 {
@@ -149,6 +153,9 @@ fn d_probe() -> u64 {
 fn d_token_warn() -> u8 {
     80
 }
+fn d_identity_warn() -> Vec<u64> {
+    vec![DAY, HOUR]
+}
 
 impl Default for DaemonConfig {
     fn default() -> Self {
@@ -156,6 +163,7 @@ impl Default for DaemonConfig {
             drift_interval_secs: d_drift(),
             probe_interval_secs: d_probe(),
             token_warn_percent: d_token_warn(),
+            identity_warn_secs: d_identity_warn(),
         }
     }
 }
@@ -443,6 +451,20 @@ impl Config {
                 0..=HOUR * 1000,
             ),
         ];
+        // A handful of lead times, each at most 30 days (the longest a token is made
+        // for in practice) and at least a minute (the daemon checks every probe).
+        let leads = &self.daemon.identity_warn_secs;
+        if leads.len() > 8 {
+            return Err(format!(
+                "daemon.identity_warn_secs has {} values: allowed at most 8",
+                leads.len()
+            ));
+        }
+        let numbers = numbers.into_iter().chain(
+            leads
+                .iter()
+                .map(|&l| ("daemon.identity_warn_secs", l, 60..=30 * DAY)),
+        );
         for (key, value, range) in numbers {
             if !range.contains(&value) {
                 return Err(format!(

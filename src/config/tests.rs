@@ -209,3 +209,31 @@ fn numbers_out_of_range_name_file_key_value_and_range() {
     // The bounds themselves are accepted.
     load("[source]\npoll_interval_secs = 86400\n[health]\nwait_secs = 0\n").unwrap();
 }
+
+#[test]
+fn identity_warn_secs_are_bounded_each_and_in_number() {
+    assert_eq!(load("").unwrap().daemon.identity_warn_secs, [86_400, 3_600]);
+    assert_eq!(
+        load("[daemon]\nidentity_warn_secs = [600]\n")
+            .unwrap()
+            .daemon
+            .identity_warn_secs,
+        [600]
+    );
+    for (value, want) in [
+        (
+            "[59]",
+            "daemon.identity_warn_secs = 59 is out of range: allowed 60 to 2592000",
+        ),
+        (
+            "[3600, 2592001]",
+            "daemon.identity_warn_secs = 2592001 is out of range",
+        ),
+        ("[60,60,60,60,60,60,60,60,60]", "at most 8"),
+    ] {
+        let e = load(&format!("[daemon]\nidentity_warn_secs = {value}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{value}: {e}");
+    }
+}

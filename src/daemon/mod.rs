@@ -110,6 +110,10 @@ struct Daemon {
     last_apply: Option<LastApply>,
     reporter: Option<report_url::Reporter>,
     token_note: Option<String>,
+    /// The identity warning in force (see `publish::identity_note`).
+    identity_note: Option<String>,
+    /// The most urgent identity warning logged since the lapse time last moved.
+    identity_urgency: crate::identity::timeline::Urgency,
     status_line: String,
     /// What the report URL was last sent (health and warnings).
     reported: Option<(HealthView, Vec<String>)>,
@@ -156,6 +160,8 @@ impl Daemon {
             mark_rolled_back: false,
             last_apply: None,
             token_note: None,
+            identity_note: None,
+            identity_urgency: crate::identity::timeline::Urgency::Quiet,
             status_line: String::new(),
             reported: None,
         };

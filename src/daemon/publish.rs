@@ -10,10 +10,11 @@ use super::Daemon;
 use super::Stopped;
 use crate::health::monitor::Event;
 use crate::health::{Health, State};
+use crate::identity::timeline::{Timeline, Urgency};
 use crate::layout;
 use crate::lkg::Lkg;
 use crate::service;
-use crate::status::{BundleView, HealthView, StatusFile};
+use crate::status::{BundleView, HealthView, IdentityView, StatusFile};
 use crate::timefmt;
 
 impl Daemon {
@@ -35,11 +36,36 @@ impl Daemon {
             Event::Waiting { .. } => {}
         });
         let token = self.token_check();
-        if changed || token != self.token_note {
+        let identity = self.identity_check();
+        if changed || token != self.token_note || identity != self.identity_note {
             self.token_note = token;
+            self.identity_note = identity;
             self.publish();
         }
         Ok(())
+    }
+
+    /// The identity timeline now: its warning text, logged once per new urgency (each
+    /// lead time, then the lapse); a later lapse time (a renewal, a fresh token) resets it.
+    fn identity_check(&mut self) -> Option<String> {
+        let now = timefmt::now();
+        let (urgency, note) = match IdentityView::read(&self.root, now, false) {
+            Some((_, t)) => {
+                let (u, n) = identity_note(&t, now, &self.cfg.daemon.identity_warn_secs);
+                (u, n.map(|n| (n, t.reason.name())))
+            }
+            None => (Urgency::Quiet, None),
+        };
+        if urgency > self.identity_urgency {
+            if let Some((n, reason)) = &note {
+                match urgency {
+                    Urgency::Lapsed => tracing::error!(reason = %reason, "identity: {n}"),
+                    _ => tracing::warn!(reason = %reason, "identity: {n}"),
+                }
+            }
+        }
+        self.identity_urgency = urgency;
+        note.map(|(n, _)| n)
     }
 
     /// Token expiry of the token in place (see [`token_note`]).
@@ -66,6 +92,7 @@ impl Daemon {
         doc.enabled = sc.enablement().ok().filter(|e| !e.is_empty());
         doc.last_apply = self.last_apply.clone();
         doc.warnings.extend(self.token_note.clone());
+        doc.warnings.extend(self.identity_note.clone());
         doc.warnings.extend(
             [&self.poll_error, &self.source_error]
                 .into_iter()
@@ -154,9 +181,69 @@ fn token_note(exp: i64, iat: Option<i64>, now: i64, warn_percent: u8) -> Option<
     })
 }
 
+/// The identity warning at `now` (pure): its urgency (see
+/// [`crate::identity::timeline::urgency`]) and, unless quiet, a text that names the lapse
+/// time absolutely, so that it does not change (and republish) every step.
+fn identity_note(t: &Timeline, now: i64, leads: &[u64]) -> (Urgency, Option<String>) {
+    let urgency = crate::identity::timeline::urgency(t, now, leads);
+    let Some(at) = t.lapses_at else {
+        return (urgency, None);
+    };
+    let at_text = timefmt::rfc3339(at);
+    let why = t.reason.describe();
+    let note = match urgency {
+        Urgency::Quiet => None,
+        Urgency::Within(_) => Some(format!(
+            "the mesh identity lapses at {at_text} ({}): {why}; provide a fresh bundle at the configured source, or keep the VM running and reaching istiod so that the certificate renews",
+            t.reason.name()
+        )),
+        Urgency::Lapsed => Some(format!(
+            "the mesh identity lapsed at {at_text} ({}): {why}; the VM is out of the mesh until it gets a fresh token (a fresh bundle at the configured source)",
+            t.reason.name()
+        )),
+    };
+    (urgency, note)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::token_note;
+    use super::{identity_note, token_note};
+    use crate::identity::timeline::{Reason, Timeline, Urgency};
+
+    #[test]
+    fn identity_note_warns_at_each_lead_then_once_lapsed() {
+        let t = Timeline {
+            lapses_at: Some(100_000),
+            reason: Reason::CertificateDirNotWritable,
+            renews_without_token: false,
+            lead_cap: None,
+        };
+        let leads = [86_400, 3_600];
+        assert_eq!(identity_note(&t, 0, &leads), (Urgency::Quiet, None));
+        let (u1, n1) = identity_note(&t, 20_000, &leads);
+        let (u1b, n1b) = identity_note(&t, 20_010, &leads);
+        assert!(matches!(u1, Urgency::Within(_)));
+        assert_eq!(
+            (u1, &n1),
+            (u1b, &n1b),
+            "the text must not change every step"
+        );
+        assert!(n1.unwrap().contains("certificate-dir-not-writable"));
+        let (u2, _) = identity_note(&t, 97_000, &leads);
+        assert!(u2 > u1);
+        let (u3, n3) = identity_note(&t, 100_000, &leads);
+        assert_eq!(u3, Urgency::Lapsed);
+        assert!(n3.unwrap().contains("lapsed at"));
+        let kept = Timeline {
+            lapses_at: None,
+            reason: Reason::TokenKeptFresh,
+            ..t
+        };
+        assert_eq!(
+            identity_note(&kept, 200_000, &leads),
+            (Urgency::Quiet, None)
+        );
+    }
 
     #[test]
     fn token_note_warns_from_the_percent_of_its_life_and_errs_once_expired() {

@@ -1,9 +1,9 @@
 //! Directories the proxy needs beyond the layout table's: the certificate directories
 //! cluster.env names, and whether dnsmasq (for a legacy `kubedns`) is there.
 
-use super::{blocked, Ids, PlanError, Planner};
+use super::{blocked, PlanError, Planner};
 use crate::bundle::Bundle;
-use crate::fsx::{Kind, Meta};
+use crate::fsx::Kind;
 use crate::layout::{self, Owner};
 
 impl Planner<'_> {
@@ -32,7 +32,7 @@ impl Planner<'_> {
                     ))
                 }
                 Some(m) => match self.proxy.filter(|p| p.uid != u32::MAX) {
-                    Some(p) if !writable_by(&m, p) && !self.created.contains(&host) => {
+                    Some(p) if !m.writable_by(p.uid, p.gid) && !self.created.contains(&host) => {
                         return Err(blocked(
                             &dir,
                             format!("is named by OUTPUT_CERTS/PROV_CERT in cluster.env but istio-proxy cannot write it (owner {}:{}, mode {:o}), so the agent could never save its certificate; run `chown istio-proxy:istio-proxy {dir}`, or point OUTPUT_CERTS at a directory of its own", m.uid, m.gid, m.mode)
@@ -44,11 +44,4 @@ impl Planner<'_> {
         }
         Ok(())
     }
-}
-
-/// Whether the account `who` may create files in a directory with these owner and mode.
-fn writable_by(m: &Meta, who: Ids) -> bool {
-    (m.uid == who.uid && m.mode & 0o300 == 0o300)
-        || (m.gid == who.gid && m.mode & 0o030 == 0o030)
-        || m.mode & 0o003 == 0o003
 }

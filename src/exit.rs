@@ -16,4 +16,6 @@ pub const DOWNLOAD: u8 = 5;
 pub const INSTALL: u8 = 6;
 /// systemctl failed (daemon-reload, enable, start, restart).
 pub const SERVICE: u8 = 7;
+/// The token provider gave no usable token (`[token]`: file, exec, kubernetes).
+pub const TOKEN: u8 = 8;
 // 10-27: the proxy is not ready, by failure kind: see `health::Failure::exit_code`.

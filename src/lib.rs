@@ -16,6 +16,7 @@ pub mod etc_hosts;
 pub mod exit;
 pub mod fsx;
 pub mod health;
+pub mod identity;
 pub mod layout;
 pub mod lkg;
 pub mod logging;

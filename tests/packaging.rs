@@ -747,6 +747,17 @@ const KEYS: &[(&str, &str)] = &[
     ("daemon", "token_warn_percent"),
     ("paths", "state_dir"),
     ("paths", "cache_dir"),
+    ("token", "provider"),
+    ("token", "path"),
+    ("token", "command"),
+    ("token", "timeout_secs"),
+    ("token", "server"),
+    ("token", "ca_file"),
+    ("token", "credential_file"),
+    ("token", "duration_secs"),
+    ("token", "namespace"),
+    ("token", "service_account"),
+    ("token", "refresh_at"),
 ];
 
 /// Keys with a built-in value (the others default to unset).
@@ -761,6 +772,10 @@ const DEFAULTED: &[&str] = &[
     "drift_interval_secs",
     "probe_interval_secs",
     "token_warn_percent",
+    "provider",
+    "timeout_secs",
+    "duration_secs",
+    "refresh_at",
 ];
 
 /// A commented-out key line `#key = value`: the key.

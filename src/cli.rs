@@ -304,7 +304,12 @@ fn token_refresh(r: &RootArgs) -> u8 {
             exit::OK
         }
         Err(e) => {
-            report::err_line(&format!("error: {e}"));
+            let kept = if e.is_transient() {
+                "; the installed token is unchanged"
+            } else {
+                ""
+            };
+            report::err_line(&format!("error: {e}{kept}"));
             e.exit_code()
         }
     }

@@ -146,7 +146,10 @@ fn kubernetes_faults_leave_the_old_token() {
             Mode::Status(404),
             "no service account vm-sa in namespace vm-ns",
         ),
-        (Mode::TooMany(7), "HTTP 429"),
+        (
+            Mode::TooMany(7),
+            "HTTP 429; the API server is busy or failing: try again later (it asks to wait 7 s)",
+        ),
         (Mode::Status(500), "HTTP 500"),
         (Mode::Malformed, "not JSON"),
         (Mode::OtherAccount, "system:serviceaccount:vm-ns:intruder"),
@@ -156,6 +159,11 @@ fn kubernetes_faults_leave_the_old_token() {
         srv.set(mode.clone());
         let o = code(refresh(&r), 8, &format!("{mode:?}"));
         assert!(stderr(&o).contains(says), "{mode:?}: {}", show(&o));
+        assert!(
+            stderr(&o).contains("the installed token is unchanged"),
+            "{}",
+            show(&o)
+        );
         assert_eq!(
             stderr(&o).trim().lines().count(),
             1,

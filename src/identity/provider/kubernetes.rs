@@ -99,7 +99,17 @@ impl KubeProvider {
         let url = url(&self.server, who);
         let http = |source: net::Error| {
             let hint = match &source {
-                net::Error::Status { status, .. } => hint(*status, who, &self.credential_sys),
+                net::Error::Status {
+                    status,
+                    retry_after,
+                    ..
+                } => {
+                    let mut h = hint(*status, who, &self.credential_sys);
+                    if let Some(d) = retry_after {
+                        h.push_str(&format!(" (it asks to wait {} s)", d.as_secs()));
+                    }
+                    h
+                }
                 _ => String::new(),
             };
             FetchError::Http { source, hint }

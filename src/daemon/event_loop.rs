@@ -1,7 +1,7 @@
 //! The daemon's loop, on a tokio current-thread runtime: one `select!` over the signals
 //! (TERM/INT stop, HUP reloads), the bundle source's inotify descriptor, the proxy's log
 //! (the health follower) and a timer for the next due thing (pending reconcile, drift
-//! check, readiness probe, URL poll, trial deadline, systemd watchdog).
+//! check, readiness probe, URL poll, trial deadline, token refresh, systemd watchdog).
 //!
 //! Work that blocks (the apply transaction, dpkg) runs on `spawn_blocking`, and network
 //! work (URL poll, probe) is awaited; both through [`Interrupts::run`], which keeps
@@ -188,6 +188,7 @@ impl Daemon {
             if now >= self.next_drift {
                 self.reconcile("drift check").await?;
             }
+            self.step_token().await?;
             self.poll_source().await?;
             self.step_health(now >= self.next_probe).await?;
             self.check_trial().await?;
@@ -223,6 +224,9 @@ impl Daemon {
             wake = wake.min(t);
         }
         if let Some(t) = self.intr.ping_due() {
+            wake = wake.min(t);
+        }
+        if let Some(t) = self.token_due() {
             wake = wake.min(t);
         }
         let src = match &self.source {

@@ -26,7 +26,7 @@ use crate::config::{Config, ConfigError, ProviderKind};
 use crate::exit;
 use crate::root::{Root, RootError};
 
-pub use install::{for_apply, refresh, remember, Fresh, Refreshed};
+pub use install::{for_apply, next_due, refresh, refresh_with, remember, Fresh, Refreshed};
 pub use validate::{Identity, Rejected};
 
 /// Largest token (or credential) read from anywhere: a service-account JWT is a few KiB.

@@ -192,6 +192,27 @@ pub fn for_apply(
     }
 }
 
+/// When the installed token should next be refreshed (Unix seconds; now when it is
+/// missing or unreadable), with a provider configured; `None` without one.
+pub fn next_due(root: &Root, cfg: &Config) -> Option<i64> {
+    if cfg.token.provider == crate::config::ProviderKind::Bundle {
+        return None;
+    }
+    let current = installed(root)
+        .ok()
+        .flatten()
+        .and_then(|d| crate::bundle::token::claims(&d).ok())
+        .and_then(|t| Lifetime::of(&t));
+    Some(schedule::next_refresh(
+        current,
+        timefmt::now(),
+        cfg.token.refresh_at,
+        Last::Fine,
+        &schedule::backoff(),
+        0.0,
+    ))
+}
+
 /// `vmagent token refresh`: one token from the provider, checked and installed at the
 /// layout's token path (0600, istio-proxy) under the apply lock, and cached.
 pub fn refresh(
@@ -201,8 +222,18 @@ pub fn refresh(
 ) -> Result<Refreshed, ProviderError> {
     let root = Root::new(root)?;
     let cfg = Config::load(&root)?;
-    let root = cfg.locate(root);
-    let provider = Provider::configured(&cfg, &root)?.ok_or_else(|| {
+    refresh_with(&cfg.locate(root), &cfg, lock_timeout, waiting)
+}
+
+/// [`refresh`] with a root and config already loaded (the daemon's).
+pub fn refresh_with(
+    root: &Root,
+    cfg: &Config,
+    lock_timeout: Duration,
+    waiting: impl FnOnce(),
+) -> Result<Refreshed, ProviderError> {
+    let root = root.clone();
+    let provider = Provider::configured(cfg, &root)?.ok_or_else(|| {
         ProviderError::Config("provider = \"bundle\" (the default): the token comes from the bundle; set provider to \"file\", \"exec\" or \"kubernetes\" to refresh it".into())
     })?;
     let not_applied = |what: String| {

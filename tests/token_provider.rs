@@ -334,3 +334,55 @@ fn apply_installs_the_providers_token_and_caches_it() {
     assert_eq!(srv.seen().len(), 1, "{}", show(&o));
     assert_eq!(installed(&r), format!("{}\n", issued[0]).into_bytes());
 }
+
+/// `vmagent daemon` with a file provider: a token past its refresh point is refreshed by
+/// the timer; a provider that has nothing newer is retried with backoff until it has.
+#[test]
+fn daemon_refreshes_the_token_on_its_timer() {
+    use common::fake_systemd::FakeSystemd;
+    use common::wait::{wait_for, PATIENCE};
+    let (r, w) = applied_root();
+    config(
+        &r,
+        "provider = \"file\"\npath = \"/run/token-agent/istio-token\"\n",
+    );
+    let t0 = now();
+    // Newer than the bundle's token, but already past its own refresh point: once
+    // installed it is due again at once, and the file holds nothing newer, so the
+    // daemon fails, backs off and retries until the agent writes a newer one.
+    let first = token(SUB, t0 - 3000, t0 + 1300, "first");
+    put(&r, "/run/token-agent/istio-token", first.as_bytes(), 0o600);
+    let fake = FakeSystemd::new(r.path());
+    let log = fs::File::create(w.path().join("daemon.log")).unwrap();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vmagent"));
+    c.args(["daemon", "-v", "--root"])
+        .arg(r.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    fake.configure(&mut c);
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _d = Kill(c.spawn().unwrap());
+    let log = || fs::read_to_string(w.path().join("daemon.log")).unwrap_or_default();
+    let want = format!("{first}\n").into_bytes();
+    wait_for("the first refresh", PATIENCE, || installed(&r) == want);
+    wait_for("a failed refresh logged", PATIENCE, || {
+        log().contains("token refresh failed")
+    });
+    let newer = token(SUB, now(), now() + 9000, "newer");
+    put(&r, "/run/token-agent/istio-token", newer.as_bytes(), 0o600);
+    let want = format!("{newer}\n").into_bytes();
+    wait_for("the retry installs the newer token", PATIENCE, || {
+        installed(&r) == want
+    });
+    let text = log();
+    for s in secrets_of(&[first, newer]) {
+        assert!(!text.contains(&s), "the daemon log holds a token: {text}");
+    }
+}

@@ -44,7 +44,7 @@ impl Daemon {
 
     /// Refreshes the token when it is due.
     pub(super) async fn step_token(&mut self) -> Result<(), Stopped> {
-        if !self.token_due().is_some_and(|t| Instant::now() >= t) {
+        if self.token_due().is_none_or(|t| Instant::now() < t) {
             return Ok(());
         }
         let (root, cfg) = (self.root.clone(), self.cfg.clone());

@@ -303,3 +303,34 @@ pub fn refresh_with(
         path: token_path(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(text: &str) -> ClusterEnv {
+        cluster_env::parse(text.as_bytes(), &Default::default())
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn identity_from_cluster_env_or_config() {
+        let e = env("POD_NAMESPACE='vm-ns'\nSERVICE_ACCOUNT='vm-sa'\n");
+        let mut cfg = TokenConfig::default();
+        let who = identity(&cfg, Some(&e)).unwrap();
+        assert_eq!(who.subject(), "system:serviceaccount:vm-ns:vm-sa");
+        cfg.service_account = Some("other".into());
+        assert_eq!(identity(&cfg, Some(&e)).unwrap().service_account, "other");
+        assert!(matches!(
+            identity(&TokenConfig::default(), None),
+            Err(ProviderError::Config(_))
+        ));
+        // Both end up in a URL path: nothing but Kubernetes names.
+        cfg.namespace = Some("../kube-system".into());
+        assert!(matches!(
+            identity(&cfg, Some(&e)),
+            Err(ProviderError::Config(_))
+        ));
+    }
+}

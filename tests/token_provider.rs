@@ -252,6 +252,7 @@ fn exec_provider() {
         ),
         ("exec sleep 60", "did not finish within 1 s"),
         ("echo garbage", "not a JWT"),
+        ("head -c 100000 /dev/zero", "printed more than 65536 bytes"),
         (
             &*format!("echo {} >&2; exit 1", good),
             "exited with status 1",
@@ -336,7 +337,8 @@ fn apply_installs_the_providers_token_and_caches_it() {
 }
 
 /// `vmagent daemon` with a file provider: a token past its refresh point is refreshed by
-/// the timer; a provider that has nothing newer is retried with backoff until it has.
+/// the timer; a provider that has nothing newer is retried with backoff until it has; a
+/// rewritten file is picked up at once (inotify).
 #[test]
 fn daemon_refreshes_the_token_on_its_timer() {
     use common::fake_systemd::FakeSystemd;
@@ -381,8 +383,18 @@ fn daemon_refreshes_the_token_on_its_timer() {
     wait_for("the retry installs the newer token", PATIENCE, || {
         installed(&r) == want
     });
+    // Its next refresh point is over an hour away: the file is watched, so a token the
+    // agent writes now is installed now.
+    let newest = token(SUB, now(), now() + 10_000, "newest");
+    put(&r, "/run/token-agent/istio-token", newest.as_bytes(), 0o600);
+    let want = format!("{newest}\n").into_bytes();
+    wait_for(
+        "the file change installs the newest token",
+        PATIENCE,
+        || installed(&r) == want,
+    );
     let text = log();
-    for s in secrets_of(&[first, newer]) {
+    for s in secrets_of(&[first, newer, newest]) {
         assert!(!text.contains(&s), "the daemon log holds a token: {text}");
     }
 }

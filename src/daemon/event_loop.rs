@@ -132,6 +132,7 @@ enum Wake {
     Hup,
     Source,
     Logs,
+    TokenFile,
     Timer,
 }
 
@@ -206,6 +207,7 @@ impl Daemon {
                         }
                     }
                 }
+                Wake::TokenFile => self.token_file_event(),
                 Wake::Logs | Wake::Timer => {}
             }
         }
@@ -234,12 +236,14 @@ impl Daemon {
             _ => None,
         };
         let logs = self.monitor.fd();
+        let token_file = self.token.fd();
         tokio::select! {
             _ = self.intr.term.recv() => Wake::Stop,
             _ = self.intr.int.recv() => Wake::Stop,
             _ = self.intr.hup.recv() => Wake::Hup,
             _ = readable(src) => Wake::Source,
             _ = readable(logs) => Wake::Logs,
+            _ = readable(token_file) => Wake::TokenFile,
             _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
         }
     }

@@ -1,5 +1,5 @@
 //! `provider = "exec"`: a command prints a JWT on stdout. It runs as root through the
-//! one process runner ([`crate::cmd`]) with an emptied environment (only a fixed PATH:
+//! one process runner ([`crate::cmd`], stdout bounded) with an emptied environment (only a fixed PATH:
 //! nothing of vmagent's own environment, such as proxy credentials, leaks into it),
 //! no stdin and a timeout; on failure the error shows the end of its stderr, never its
 //! stdout (which may hold a token).
@@ -36,16 +36,20 @@ impl ExecProvider {
         let program = self.shown.clone();
         let mut c = cmd::command(&self.program);
         c.args(&self.args).env_clear().env("PATH", PATH);
-        let out = cmd::run(&mut c, self.timeout).map_err(|e| match e {
-            CmdError::Timeout { timeout, .. } => FetchError::Timeout {
-                program: program.clone(),
-                secs: timeout.as_secs(),
+        let out = cmd::run_limited(&mut c, self.timeout, MAX_TOKEN_BYTES as usize).map_err(
+            |e| match e {
+                CmdError::Timeout { timeout, .. } => FetchError::Timeout {
+                    program: program.clone(),
+                    secs: timeout.as_secs(),
+                },
+                CmdError::Spawn { source, .. } | CmdError::Wait { source, .. } => {
+                    FetchError::Spawn {
+                        program: program.clone(),
+                        source,
+                    }
+                }
             },
-            CmdError::Spawn { source, .. } | CmdError::Wait { source, .. } => FetchError::Spawn {
-                program: program.clone(),
-                source,
-            },
-        })?;
+        )?;
         if !out.status.success() {
             return Err(FetchError::Exit {
                 program,

@@ -294,7 +294,6 @@ pub fn refresh_with(
         &schedule::backoff(),
         0.0,
     );
-    tracing::info!(provider = provider.name(), subject = %who.subject(), "token refreshed");
     Ok(Refreshed {
         provider: provider.name(),
         subject: who.subject(),

@@ -398,3 +398,43 @@ fn daemon_refreshes_the_token_on_its_timer() {
         assert!(!text.contains(&s), "the daemon log holds a token: {text}");
     }
 }
+
+/// apply with a failing provider keeps a still-valid installed token (with a warning);
+/// `token refresh` on a machine never applied says to apply first.
+#[test]
+fn apply_keeps_a_valid_token_when_the_provider_fails() {
+    let (r, w) = applied_root();
+    let ca = TestCa::new();
+    let srv = TokenServer::start(&ca, CREDENTIAL, "vm-ns", "vm-sa");
+    kube(&r, &ca, &srv);
+    srv.set(Mode::Status(500));
+    let before = installed(&r);
+    let again = w.path().join("again");
+    fs::create_dir(&again).unwrap();
+    let b = Spec::example().write_tar(&again);
+    let o = r.apply(&b, &[]).success().get_output().clone();
+    assert!(
+        stderr(&o).contains("keeping the current token"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(srv.seen().len(), 1);
+    assert_eq!(
+        installed(&r),
+        before,
+        "the bundle's token must not replace it"
+    );
+
+    let fresh = TestRoot::new();
+    config(
+        &fresh,
+        "provider = \"file\"\npath = \"/run/t/istio-token\"\n",
+    );
+    put(&fresh, "/run/t/istio-token", b"x.y.z", 0o600);
+    let o = code(refresh(&fresh), 4, "not applied");
+    assert!(
+        stderr(&o).contains("run `vmagent apply BUNDLE` first"),
+        "{}",
+        show(&o)
+    );
+}

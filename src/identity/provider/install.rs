@@ -147,10 +147,8 @@ pub fn for_apply(
     let best = [cached(root)?, installed(root)?]
         .into_iter()
         .flatten()
-        .filter_map(|d| {
-            let d = validate::normalise(&d);
-            validate::check(&d, &who, now, None).ok().map(|t| (d, t))
-        })
+        // Kept byte-for-byte: an existing token is never rewritten just to reformat it.
+        .filter_map(|d| validate::check(&d, &who, now, None).ok().map(|t| (d, t)))
         .max_by_key(|(_, t)| t.exp);
     if let Some((data, token)) = &best {
         if schedule::is_fresh(Lifetime::of(token), now, cfg.token.refresh_at) {

@@ -10,9 +10,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Output;
 
+use common::fake_systemd::FakeSystemd;
 use common::output::{code, ok, show, stderr, stdout};
 use common::server::TestCa;
 use common::token_server::{now, token, Mode, TokenServer};
+use common::wait::{wait_for, PATIENCE};
 use common::{inroot, vmagent, Spec, TestRoot, PROXY_ID};
 
 const TOKEN: &str = "/var/run/secrets/tokens/istio-token";
@@ -341,8 +343,6 @@ fn apply_installs_the_providers_token_and_caches_it() {
 /// rewritten file is picked up at once (inotify).
 #[test]
 fn daemon_refreshes_the_token_on_its_timer() {
-    use common::fake_systemd::FakeSystemd;
-    use common::wait::{wait_for, PATIENCE};
     let (r, w) = applied_root();
     config(
         &r,
@@ -354,23 +354,7 @@ fn daemon_refreshes_the_token_on_its_timer() {
     // daemon fails, backs off and retries until the agent writes a newer one.
     let first = token(SUB, t0 - 3000, t0 + 1300, "first");
     put(&r, "/run/token-agent/istio-token", first.as_bytes(), 0o600);
-    let fake = FakeSystemd::new(r.path());
-    let log = fs::File::create(w.path().join("daemon.log")).unwrap();
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vmagent"));
-    c.args(["daemon", "-v", "--root"])
-        .arg(r.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log);
-    fake.configure(&mut c);
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _d = Kill(c.spawn().unwrap());
+    let _d = Daemon::start(&r, w.path());
     let log = || fs::read_to_string(w.path().join("daemon.log")).unwrap_or_default();
     let want = format!("{first}\n").into_bytes();
     wait_for("the first refresh", PATIENCE, || installed(&r) == want);
@@ -437,4 +421,63 @@ fn apply_keeps_a_valid_token_when_the_provider_fails() {
         "{}",
         show(&o)
     );
+}
+
+/// `vmagent daemon -v --root R` with a fake systemd (kept alive with it), stderr to
+/// `dir/daemon.log`; killed when dropped.
+struct Daemon {
+    child: std::process::Child,
+    _fake: FakeSystemd,
+}
+
+impl Daemon {
+    fn start(r: &TestRoot, dir: &std::path::Path) -> Daemon {
+        let fake = FakeSystemd::new(r.path());
+        let log = fs::File::create(dir.join("daemon.log")).unwrap();
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vmagent"));
+        c.args(["daemon", "-v", "--root"])
+            .arg(r.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        fake.configure(&mut c);
+        Daemon {
+            child: c.spawn().unwrap(),
+            _fake: fake,
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The daemon's timer with the kubernetes provider: the request runs from the blocking
+/// pool on the daemon's runtime.
+#[test]
+fn daemon_refreshes_through_the_kubernetes_provider() {
+    let (r, w) = applied_root();
+    let ca = TestCa::new();
+    let srv = TokenServer::start(&ca, CREDENTIAL, "vm-ns", "vm-sa");
+    kube(&r, &ca, &srv);
+    let _d = Daemon::start(&r, w.path());
+    let got = wait_until_issued(&srv, &r);
+    assert_eq!(installed(&r), format!("{got}\n").into_bytes());
+    let log = fs::read_to_string(w.path().join("daemon.log")).unwrap();
+    for s in secrets_of(&[got]) {
+        assert!(!log.contains(&s), "the daemon log holds a secret: {log}");
+    }
+}
+
+/// Waits until the server issued a token and it is installed; the token.
+fn wait_until_issued(srv: &TokenServer, r: &TestRoot) -> String {
+    common::wait::wait_until("a token from the TokenRequest installed", PATIENCE, || {
+        srv.issued()
+            .last()
+            .filter(|t| installed(r) == format!("{t}\n").into_bytes())
+            .cloned()
+    })
 }

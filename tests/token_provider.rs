@@ -7,105 +7,13 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
-use std::process::Output;
 
-use common::fake_systemd::FakeSystemd;
 use common::output::{code, ok, show, stderr, stdout};
 use common::server::TestCa;
+use common::token_root::*;
 use common::token_server::{now, token, Mode, TokenServer};
 use common::wait::{wait_for, PATIENCE};
-use common::{inroot, vmagent, Spec, TestRoot, PROXY_ID};
-
-const TOKEN: &str = "/var/run/secrets/tokens/istio-token";
-const SUB: &str = "system:serviceaccount:vm-ns:vm-sa";
-const CREDENTIAL: &str = "k8s-credential-s3cr3t-value";
-
-/// A root where the example bundle (with a token expiring in 20 minutes) was applied.
-fn applied_root() -> (TestRoot, tempfile::TempDir) {
-    let work = tempfile::tempdir().unwrap();
-    let r = TestRoot::new();
-    let t0 = now();
-    let b = Spec::example()
-        .set("istio-token", token(SUB, t0 - 2400, t0 + 1200, "bundle"))
-        .write_tar(work.path());
-    r.apply(&b, &[]).success();
-    (r, work)
-}
-
-/// Writes `data` at system path `sys` with `mode` (parents made).
-fn put(r: &TestRoot, sys: &str, data: &[u8], mode: u32) -> PathBuf {
-    let p = r.at(sys);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(&p, data).unwrap();
-    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
-    p
-}
-
-fn config(r: &TestRoot, token_section: &str) {
-    put(
-        r,
-        "/etc/vmagent/config.toml",
-        format!("[token]\n{token_section}").as_bytes(),
-        0o600,
-    );
-}
-
-fn kube(r: &TestRoot, ca: &TestCa, srv: &TokenServer) {
-    put(r, "/etc/vmagent/k8s-ca.pem", ca.pem.as_bytes(), 0o644);
-    put(
-        r,
-        "/etc/vmagent/k8s-credential",
-        CREDENTIAL.as_bytes(),
-        0o600,
-    );
-    config(
-        r,
-        &format!(
-            "provider = \"kubernetes\"\nserver = \"{}\"\nca_file = \"/etc/vmagent/k8s-ca.pem\"\ncredential_file = \"/etc/vmagent/k8s-credential\"\nduration_secs = 1800\n",
-            srv.url()
-        ),
-    );
-}
-
-fn refresh(r: &TestRoot) -> Output {
-    vmagent()
-        .args(["token", "refresh", "--root"])
-        .arg(r.path())
-        .output()
-        .unwrap()
-}
-
-fn installed(r: &TestRoot) -> Vec<u8> {
-    fs::read(inroot(r.path(), TOKEN, true)).unwrap()
-}
-
-/// Nothing secret in the output or the status file.
-#[track_caller]
-fn no_secrets(r: &TestRoot, o: &Output, secrets: &[String]) {
-    let status = fs::read_to_string(r.at("/run/vmagent/status.json")).unwrap_or_default();
-    for s in secrets {
-        for (what, text) in [
-            ("stdout", stdout(o)),
-            ("stderr", stderr(o)),
-            ("status", status.clone()),
-        ] {
-            assert!(
-                !text.contains(s.as_str()),
-                "{what} holds a secret: {}",
-                show(o)
-            );
-        }
-    }
-}
-
-fn secrets_of(tokens: &[String]) -> Vec<String> {
-    let mut v = vec![CREDENTIAL.to_string()];
-    for t in tokens {
-        v.extend(t.split('.').skip(1).map(str::to_string));
-    }
-    v
-}
+use common::{inroot, Spec, TestRoot, PROXY_ID};
 
 #[test]
 fn kubernetes_refresh_installs_a_checked_token() {
@@ -423,38 +331,6 @@ fn apply_keeps_a_valid_token_when_the_provider_fails() {
     );
 }
 
-/// `vmagent daemon -v --root R` with a fake systemd (kept alive with it), stderr to
-/// `dir/daemon.log`; killed when dropped.
-struct Daemon {
-    child: std::process::Child,
-    _fake: FakeSystemd,
-}
-
-impl Daemon {
-    fn start(r: &TestRoot, dir: &std::path::Path) -> Daemon {
-        let fake = FakeSystemd::new(r.path());
-        let log = fs::File::create(dir.join("daemon.log")).unwrap();
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vmagent"));
-        c.args(["daemon", "-v", "--root"])
-            .arg(r.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log);
-        fake.configure(&mut c);
-        Daemon {
-            child: c.spawn().unwrap(),
-            _fake: fake,
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The daemon's timer with the kubernetes provider: the request runs from the blocking
 /// pool on the daemon's runtime.
 #[test]
@@ -470,14 +346,4 @@ fn daemon_refreshes_through_the_kubernetes_provider() {
     for s in secrets_of(&[got]) {
         assert!(!log.contains(&s), "the daemon log holds a secret: {log}");
     }
-}
-
-/// Waits until the server issued a token and it is installed; the token.
-fn wait_until_issued(srv: &TokenServer, r: &TestRoot) -> String {
-    common::wait::wait_until("a token from the TokenRequest installed", PATIENCE, || {
-        srv.issued()
-            .last()
-            .filter(|t| installed(r) == format!("{t}\n").into_bytes())
-            .cloned()
-    })
 }

@@ -58,6 +58,8 @@ pub enum Command {
     },
     /// Show the merged configuration (config.toml + config.d/*.toml), secrets redacted.
     Config(ConfigArgs),
+    /// The istio-token from the configured `[token]` provider.
+    Token(TokenArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
         /// The shell.
@@ -84,6 +86,25 @@ pub enum ConfigAction {
         /// Target root directory.
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: PathBuf,
+    },
+}
+
+/// `vmagent token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// What to do with the token.
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+/// `vmagent token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Get one token from the provider now, check it and install it (exit 9 when the
+    /// provider fails or its token is refused; the installed token is then unchanged).
+    Refresh {
+        #[command(flatten)]
+        root: RootArgs,
     },
 }
 
@@ -236,6 +257,9 @@ pub fn run(cli: Cli) -> u8 {
         Command::Config(ConfigArgs {
             action: ConfigAction::Show { root },
         }) => config_show(&root),
+        Command::Token(TokenArgs {
+            action: TokenAction::Refresh { root },
+        }) => token_refresh(&root),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -257,6 +281,36 @@ pub fn run(cli: Cli) -> u8 {
                     exit::FAILED
                 }
             }
+        }
+    }
+}
+
+fn token_refresh(r: &RootArgs) -> u8 {
+    use crate::identity::provider;
+    match provider::refresh(
+        &r.root,
+        Duration::from_secs(r.lock_timeout),
+        waiting(&r.root),
+    ) {
+        Ok(t) => {
+            report::out(&format!(
+                "token refreshed by the {} provider for {}: installed at {}, expires {}, next refresh due {}\n",
+                t.provider,
+                t.subject,
+                t.path,
+                crate::timefmt::rfc3339(t.expires),
+                crate::timefmt::rfc3339(t.next_due)
+            ));
+            exit::OK
+        }
+        Err(e) => {
+            let kept = if e.is_transient() {
+                "; the installed token is unchanged"
+            } else {
+                ""
+            };
+            report::err_line(&format!("error: {e}{kept}"));
+            e.exit_code()
         }
     }
 }

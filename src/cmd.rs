@@ -119,6 +119,18 @@ pub fn show(c: &Command) -> String {
 /// Runs `c` (environment scrubbed again, whoever built it) to completion or until
 /// `timeout`, when it is killed.
 pub fn run(c: &mut Command, timeout: Duration) -> Result<Output, CmdError> {
+    run_limited(c, timeout, usize::MAX)
+}
+
+/// [`run`] keeping at most `stdout_limit` + 1 bytes of stdout (the rest is read and
+/// dropped, so the child never blocks on a full pipe): a caller that parses a small
+/// answer (a token helper's JWT) tells "too long" from the length without holding
+/// whatever a runaway child prints.
+pub fn run_limited(
+    c: &mut Command,
+    timeout: Duration,
+    stdout_limit: usize,
+) -> Result<Output, CmdError> {
     scrub(c);
     let command = show(c);
     let mut child = c
@@ -134,7 +146,11 @@ pub fn run(c: &mut Command, timeout: Duration) -> Result<Output, CmdError> {
     let out = child.stdout.take().map(|mut s| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
-            let _ = s.read_to_end(&mut v);
+            let keep = u64::try_from(stdout_limit)
+                .unwrap_or(u64::MAX)
+                .saturating_add(1);
+            let _ = (&mut s).take(keep).read_to_end(&mut v);
+            let _ = std::io::copy(&mut s, &mut std::io::sink());
             v
         })
     });
@@ -218,6 +234,16 @@ mod tests {
         c.args(["-c", "echo only-out; exit 1"]);
         let o = run(&mut c, Duration::from_secs(60)).unwrap();
         assert_eq!(o.tail_lines(5), ["only-out"]);
+    }
+
+    #[test]
+    fn stdout_can_be_bounded() {
+        let mut c = command("sh");
+        c.args(["-c", "head -c 1000000 /dev/zero; echo done >&2"]);
+        let o = run_limited(&mut c, Duration::from_secs(60), 100).unwrap();
+        assert!(o.status.success());
+        assert_eq!(o.stdout.len(), 101);
+        assert_eq!(o.tail_lines(1), ["done"]);
     }
 
     #[test]

@@ -19,4 +19,6 @@ pub const SERVICE: u8 = 7;
 /// `vmagent status`: the mesh identity has lapsed (no valid token and no certificate
 /// that renews): the VM is out of the mesh until it gets a fresh token.
 pub const IDENTITY_LAPSED: u8 = 8;
+/// The token provider gave no usable token (`[token]`: file, exec, kubernetes).
+pub const TOKEN: u8 = 9;
 // 10-27: the proxy is not ready, by failure kind: see `health::Failure::exit_code`.

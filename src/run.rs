@@ -11,6 +11,7 @@ use crate::bundle::{Bundle, BundleError, Member, ReadOptions};
 use crate::config::{Config, ConfigError};
 use crate::health::monitor::{Event, Monitor};
 use crate::health::{Health, State};
+use crate::identity::provider::ProviderError;
 use crate::package::{self, PackageError};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
 use crate::root::{Root, RootError};
@@ -69,6 +70,10 @@ pub enum RunError {
     /// The service step failed (exit 7).
     #[error(transparent)]
     Service(#[from] ServiceError),
+    /// The `[token]` provider gave no usable token, or its files are unsafe (exit 2, 4
+    /// or 8; see [`ProviderError::exit_code`]).
+    #[error(transparent)]
+    Token(#[from] ProviderError),
     /// A failure after the package was installed (the package stays).
     #[error(
         "{cause} (the istio-sidecar package was installed by `{command}` and stays installed: apply again once the cause is fixed, or remove it with `vmagent uninstall`)"
@@ -110,6 +115,7 @@ impl RunError {
             RunError::Plan(_) | RunError::Unsupported(_) => exit::PREREQUISITE,
             RunError::Config(_) => exit::INVALID,
             RunError::Package(e) => e.exit_code(),
+            RunError::Token(e) => e.exit_code(),
             RunError::Service(
                 ServiceError::Spawn { .. } | ServiceError::NoUnit | ServiceError::Masked,
             ) => exit::PREREQUISITE,
@@ -240,13 +246,22 @@ pub fn apply(
     waiting: impl FnOnce(),
     on_health: &mut dyn FnMut(Event<'_>),
 ) -> Result<Outcome, RunError> {
-    let bundle = check(&opts.bundle, opts.allow_expired_token)?;
-    let root = Root::new(&opts.root)?;
-    let cfg = match &opts.config {
-        Some(c) => c.clone(),
-        None => Config::load(&root)?,
-    };
-    let root = cfg.locate(root);
+    // Root and config first, their errors after the bundle's (as before): with a token
+    // provider the bundle's own token may have expired, it is replaced anyway.
+    let located = Root::new(&opts.root)
+        .map_err(RunError::from)
+        .and_then(|root| {
+            let cfg = match &opts.config {
+                Some(c) => c.clone(),
+                None => Config::load(&root)?,
+            };
+            Ok((cfg.locate(root), cfg))
+        });
+    let replaced =
+        matches!(&located, Ok((_, c)) if c.token.provider != crate::config::ProviderKind::Bundle);
+    let mut bundle = check(&opts.bundle, opts.allow_expired_token || replaced)?;
+    let (root, cfg) = located?;
+    let fresh = provider_token(&root, &cfg, &mut bundle)?;
     let step = match &opts.package {
         Some(req) => Some(package::Step::new(&root, &bundle, req, &cfg)?),
         None => None,
@@ -313,6 +328,12 @@ pub fn apply(
     let lock = lock::acquire(&state_dir.join("lock"), opts.lock_timeout, waiting)?;
     let recovered = apply::recover(&root)?;
     note_dirs(&root, &missing)?;
+    if let Some(f) = &fresh {
+        // Under the lock (fixed temp names). Not fatal: the next run asks again.
+        if let Err(e) = crate::identity::provider::remember(&root, f) {
+            tracing::warn!(error = %e, "cannot cache the provider's token");
+        }
+    }
     // What the destinations held before vmagent touched anything, for uninstall: taken
     // before the package step, whose postinst may create some of them (an empty mesh).
     if installs {
@@ -408,6 +429,22 @@ pub fn apply(
         }
     }
     Ok(o)
+}
+
+/// With a `[token]` provider, its token in place of the bundle's (see
+/// [`crate::identity::provider::for_apply`]).
+fn provider_token(
+    root: &Root,
+    cfg: &Config,
+    bundle: &mut Bundle,
+) -> Result<Option<crate::identity::provider::Fresh>, RunError> {
+    use crate::identity::provider::{for_apply, Provider};
+    let Some(p) = Provider::configured(cfg, root)? else {
+        return Ok(None);
+    };
+    let fresh = for_apply(&p, root, cfg, bundle)?;
+    fresh.substitute(bundle);
+    Ok(Some(fresh))
 }
 
 /// Waits for the proxy (up to `limit`; zero: not at all), keeping the status file

@@ -339,8 +339,11 @@ impl StatusFile {
                 Err(e) => self.unreadable.push(e),
             }
         }
-        // No token provider exists yet: `identity::provider` will say when one runs.
-        self.identity = IdentityView::read(root, t, false).map(|(identity, _)| {
+        // A configured `[token]` provider renews the token before it lapses (the daemon
+        // refreshes it at `refresh_at` of its lifetime), so nothing lapses by time alone.
+        let kept = crate::config::Config::load(root)
+            .is_ok_and(|c| c.token.provider != crate::config::token::ProviderKind::Bundle);
+        self.identity = IdentityView::read(root, t, kept).map(|(identity, _)| {
             self.warnings.extend(identity.route_warning());
             identity
         });

@@ -748,6 +748,17 @@ const KEYS: &[(&str, &str)] = &[
     ("daemon", "identity_warn_secs"),
     ("paths", "state_dir"),
     ("paths", "cache_dir"),
+    ("token", "provider"),
+    ("token", "path"),
+    ("token", "command"),
+    ("token", "timeout_secs"),
+    ("token", "server"),
+    ("token", "ca_file"),
+    ("token", "credential_file"),
+    ("token", "duration_secs"),
+    ("token", "namespace"),
+    ("token", "service_account"),
+    ("token", "refresh_at"),
 ];
 
 /// Keys with a built-in value (the others default to unset).
@@ -763,6 +774,10 @@ const DEFAULTED: &[&str] = &[
     "probe_interval_secs",
     "token_warn_percent",
     "identity_warn_secs",
+    "provider",
+    "timeout_secs",
+    "duration_secs",
+    "refresh_at",
 ];
 
 /// A commented-out key line `#key = value`: the key.

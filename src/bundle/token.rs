@@ -158,7 +158,7 @@ pub fn parse(
 }
 
 /// The token's claims, checked for shape (signature not verified: istiod's business).
-fn claims(data: &[u8]) -> Result<Token, TokenError> {
+pub fn claims(data: &[u8]) -> Result<Token, TokenError> {
     let text = std::str::from_utf8(data)
         .map_err(|_| TokenError::NotText)?
         .trim_end_matches(['\n', '\r', ' ']);

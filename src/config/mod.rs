@@ -12,6 +12,9 @@ use thiserror::Error;
 use crate::fsx;
 use crate::root::Root;
 
+pub mod token;
+pub use token::{ProviderKind, TokenConfig};
+
 /// System path of the config file.
 pub const PATH: &str = "/etc/vmagent/config.toml";
 
@@ -61,6 +64,9 @@ pub struct Config {
     /// `[paths]`
     #[serde(default)]
     pub paths: PathsConfig,
+    /// `[token]`
+    #[serde(default)]
+    pub token: TokenConfig,
 }
 
 /// `[paths]`: where vmagent keeps its own files.
@@ -357,6 +363,7 @@ impl Config {
     /// Value checks serde cannot express.
     fn validate(&self) -> Result<(), String> {
         self.check_ranges()?;
+        self.token.validate()?;
         if !self.health.ready_url.starts_with("http://")
             && !self.health.ready_url.starts_with("https://")
         {
@@ -488,6 +495,7 @@ impl Config {
             c.source.bundle.as_mut(),
             c.package.url.as_mut(),
             c.health.report_url.as_mut(),
+            c.token.server.as_mut(),
             Some(&mut c.health.ready_url),
         ]
         .into_iter()

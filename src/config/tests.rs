@@ -237,3 +237,49 @@ fn identity_warn_secs_are_bounded_each_and_in_number() {
         assert!(e.contains(want), "{value}: {e}");
     }
 }
+
+#[test]
+fn token_section_shapes_are_checked_per_file_and_keys_merge() {
+    let c = load("").unwrap();
+    assert_eq!(c.token.provider, ProviderKind::Bundle);
+    assert_eq!((c.token.refresh_at, c.token.duration_secs), (0.5, 3600));
+    for (text, says) in [
+        ("[token]\nprovider = \"vault\"\n", "provider"),
+        ("[token]\nserver = \"http://k8s:6443\"\n", "https://"),
+        ("[token]\nrefresh_at = 0.99\n", "token.refresh_at"),
+        ("[token]\nduration_secs = 60\n", "token.duration_secs"),
+        ("[token]\ncommand = [\"helper\"]\n", "absolute program path"),
+        (
+            "[token]\ncredential_file = \"cred\"\n",
+            "token.credential_file",
+        ),
+        ("[token]\nprovder = \"file\"\n", "provder"),
+    ] {
+        let e = load(text).unwrap_err().to_string();
+        assert!(e.contains(says), "{text:?}: {e}");
+    }
+    // A drop-in may name the provider while the main file holds its keys.
+    let (_t, r) = root_with(&[
+        (
+            "/etc/vmagent/config.toml",
+            "[token]\npath = \"/run/t/istio-token\"\n",
+        ),
+        (
+            "/etc/vmagent/config.d/50-token.toml",
+            "[token]\nprovider = \"file\"\n",
+        ),
+    ]);
+    let c = Config::load(&r).unwrap();
+    assert_eq!(c.token.provider, ProviderKind::File);
+    assert_eq!(
+        c.token.path.as_deref(),
+        Some(Path::new("/run/t/istio-token"))
+    );
+    // The server URL is shown redacted.
+    let c = load("[token]\nserver = \"https://user:pw@k8s:6443/?token=abc\"\n").unwrap();
+    assert!(
+        !c.show().contains("pw@") && !c.show().contains("abc"),
+        "{}",
+        c.show()
+    );
+}

@@ -1,7 +1,7 @@
 //! The daemon's loop, on a tokio current-thread runtime: one `select!` over the signals
 //! (TERM/INT stop, HUP reloads), the bundle source's inotify descriptor, the proxy's log
 //! (the health follower) and a timer for the next due thing (pending reconcile, drift
-//! check, readiness probe, URL poll, trial deadline, systemd watchdog).
+//! check, readiness probe, URL poll, trial deadline, token refresh, systemd watchdog).
 //!
 //! Work that blocks (the apply transaction, dpkg) runs on `spawn_blocking`, and network
 //! work (URL poll, probe) is awaited; both through [`Interrupts::run`], which keeps
@@ -132,6 +132,7 @@ enum Wake {
     Hup,
     Source,
     Logs,
+    TokenFile,
     Timer,
 }
 
@@ -188,6 +189,7 @@ impl Daemon {
             if now >= self.next_drift {
                 self.reconcile("drift check").await?;
             }
+            self.step_token().await?;
             self.poll_source().await?;
             self.step_health(now >= self.next_probe).await?;
             self.check_trial().await?;
@@ -205,6 +207,7 @@ impl Daemon {
                         }
                     }
                 }
+                Wake::TokenFile => self.token_file_event(),
                 Wake::Logs | Wake::Timer => {}
             }
         }
@@ -225,17 +228,22 @@ impl Daemon {
         if let Some(t) = self.intr.ping_due() {
             wake = wake.min(t);
         }
+        if let Some(t) = self.token_due() {
+            wake = wake.min(t);
+        }
         let src = match &self.source {
             Source::Path(_, Some(w)) => Some(w.fd()),
             _ => None,
         };
         let logs = self.monitor.fd();
+        let token_file = self.token.fd();
         tokio::select! {
             _ = self.intr.term.recv() => Wake::Stop,
             _ = self.intr.int.recv() => Wake::Stop,
             _ = self.intr.hup.recv() => Wake::Hup,
             _ = readable(src) => Wake::Source,
             _ = readable(logs) => Wake::Logs,
+            _ = readable(token_file) => Wake::TokenFile,
             _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
         }
     }

@@ -30,6 +30,7 @@ mod remote;
 pub mod report_url;
 mod source;
 pub mod store;
+mod token_timer;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -117,6 +118,8 @@ struct Daemon {
     status_line: String,
     /// What the report URL was last sent (health and warnings).
     reported: Option<(HealthView, Vec<String>)>,
+    /// The `[token]` provider's refresh timer.
+    token: token_timer::TokenTimer,
 }
 
 impl Daemon {
@@ -164,6 +167,7 @@ impl Daemon {
             identity_urgency: crate::identity::timeline::Urgency::Quiet,
             status_line: String::new(),
             reported: None,
+            token: Default::default(),
         };
         d.watch_source();
         Ok(d)
@@ -179,6 +183,7 @@ impl Daemon {
                 self.reporter = report_url::Reporter::for_config(&c, &self.root);
                 self.monitor = new_monitor(&self.root, &c);
                 self.cfg = c;
+                self.token_reset();
                 tracing::info!("configuration reloaded (SIGHUP)");
                 // Path, URL, CA or headers may have changed: the source is made anew (a
                 // URL's validators are on disk, so nothing is downloaded again).

@@ -49,7 +49,8 @@ impl Daemon {
     /// lead time, then the lapse); a later lapse time (a renewal, a fresh token) resets it.
     fn identity_check(&mut self) -> Option<String> {
         let now = timefmt::now();
-        let (urgency, note) = match IdentityView::read(&self.root, now, false) {
+        let kept = self.cfg.token.provider != crate::config::token::ProviderKind::Bundle;
+        let (urgency, note) = match IdentityView::read(&self.root, now, kept) {
             Some((_, t)) => {
                 let (u, n) = identity_note(&t, now, &self.cfg.daemon.identity_warn_secs);
                 (u, n.map(|n| (n, t.reason.name())))

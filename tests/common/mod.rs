@@ -10,6 +10,8 @@ pub mod packages;
 pub mod ready_server;
 pub mod report_server;
 pub mod server;
+pub mod token_root;
+pub mod token_server;
 pub mod wait;
 
 use std::collections::BTreeMap;

@@ -567,6 +567,12 @@ impl TestCa {
         }
     }
 
+    /// The TLS configuration of a server with this CA's certificate (for servers other
+    /// than [`Server`], such as the TokenRequest endpoint).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server_config.clone()
+    }
+
     /// Writes the CA certificate to `dir/test-ca.pem` (for `--ca-file`).
     pub fn write_pem(&self, dir: &Path) -> PathBuf {
         let p = dir.join("test-ca.pem");

@@ -78,10 +78,14 @@ impl Action {
                     ),
                     _ => format!("{label}, {mode:04o} {owner_s}"),
                 };
-                let diff =
-                    (diff && !secret && matches!(what, What::Member(_) | What::Hosts { .. } | What::TmpfilesRule))
-                        .then(|| unified(path, old.as_deref(), content))
-                        .flatten();
+                let diff = (diff
+                    && !secret
+                    && matches!(
+                        what,
+                        What::Member(_) | What::Hosts { .. } | What::TmpfilesRule
+                    ))
+                .then(|| unified(path, old.as_deref(), content))
+                .flatten();
                 ActionView {
                     action: if old.is_some() {
                         "replace-file"

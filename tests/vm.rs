@@ -985,10 +985,7 @@ fn daemon(r: &Results, p: &Payload, c: &mut Check, pristine_hosts: &str) {
     });
     let s = r.step(sc, "enable");
     c.that(sc, s.rc == Some(0), || {
-        format!(
-            "`systemctl enable --now vmagent.service`: {}",
-            s.show()
-        )
+        format!("`systemctl enable --now vmagent.service`: {}", s.show())
     });
     c.eq(
         sc,
@@ -1063,18 +1060,43 @@ fn no_daemon_reboot(r: &Results, p: &Payload, c: &mut Check) {
         r.get(sc, "before.vmagent_enabled"),
         "disabled",
     );
-    c.eq(sc, "vmagent.service", r.get(sc, "vmagent_active"), "inactive");
-    c.eq(sc, "vmagent.service at start", r.get(sc, "vmagent_early"), "inactive");
+    c.eq(
+        sc,
+        "vmagent.service",
+        r.get(sc, "vmagent_active"),
+        "inactive",
+    );
+    c.eq(
+        sc,
+        "vmagent.service at start",
+        r.get(sc, "vmagent_early"),
+        "inactive",
+    );
     token_back(r, p, c, sc);
     let ids = r.get("s1", "proxy_ids");
-    c.eq(sc, "tokens directory", r.get(sc, "tokens_dir"), &format!("755 {ids}"));
-    c.eq(sc, "vmagent's copy of the token", r.get(sc, "store"), "600 0 0");
+    c.eq(
+        sc,
+        "tokens directory",
+        r.get(sc, "tokens_dir"),
+        &format!("755 {ids}"),
+    );
+    c.eq(
+        sc,
+        "vmagent's copy of the token",
+        r.get(sc, "store"),
+        "600 0 0",
+    );
     c.eq(sc, "the tmpfiles.d rule", r.get(sc, "rule"), "644 0 0");
     let (t, i) = (r.num(sc, "tmpfiles_done_us"), r.num(sc, "istio_start_us"));
     c.that(sc, matches!((t, i), (Some(t), Some(i)) if t > 0.0 && i >= t), || {
         format!("istio.service started before systemd-tmpfiles-setup.service finished: {t:?} us, {i:?} us")
     });
-    c.eq(sc, "tmpfiles complaints about vmagent's rule", r.get(sc, "tmpfiles_errors"), "0");
+    c.eq(
+        sc,
+        "tmpfiles complaints about vmagent's rule",
+        r.get(sc, "tmpfiles_errors"),
+        "0",
+    );
     c.eq(sc, "istio restarts", r.get(sc, "nrestarts"), "0");
     check_status_ready(c, r, sc);
     proxy_up(c, r, sc, "");

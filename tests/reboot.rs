@@ -285,3 +285,23 @@ fn a_failed_apply_leaves_neither_the_rule_nor_the_copy() {
     ok(apply(&r, &b), "apply again");
     assert!(r.at(RULE).exists() && r.at(STORE).exists());
 }
+
+#[test]
+fn with_skip_owner_the_rule_leaves_owners_alone() {
+    let w = tempfile::tempdir().unwrap();
+    let r = vm_root();
+    let b = Spec::example().write_tar(w.path());
+    ok(
+        apply_with(&r, &b, &["--skip-owner"], None),
+        "apply --skip-owner",
+    );
+    let rule = fs::read_to_string(r.at(RULE)).unwrap();
+    assert!(
+        rule.contains(&format!("C {TOKEN} 0600 - - - {STORE}\n")),
+        "{rule}"
+    );
+    assert!(
+        rule.contains("d /run/secrets/tokens 0755 - - -\n"),
+        "{rule}"
+    );
+}

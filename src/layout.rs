@@ -185,6 +185,54 @@ pub const ISTIO_ERR_LOG: &str = "/var/log/istio/istio.err.log";
 /// vmagent's own state: journal, backups, lock, last applied identity.
 pub const STATE_DIR: &str = "/var/lib/vmagent";
 
+/// A file vmagent generates (not a bundle member): where, mode and owner.
+#[derive(Debug, Clone, Copy)]
+pub struct GeneratedSpec {
+    /// System path (for [`TOKEN_STORE`], a name inside the state directory).
+    pub path: &'static str,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub owner: Owner,
+}
+
+/// vmagent's copy of the token in force, in its state directory (0700, root's): the
+/// source the boot rule copies from. Refreshed by every apply that installs a token.
+/// Root-only: the token is a credential, and only systemd-tmpfiles (root) reads it.
+pub const TOKEN_STORE: GeneratedSpec = GeneratedSpec {
+    path: "istio-token",
+    mode: 0o600,
+    owner: Owner::Root,
+};
+
+/// The systemd-tmpfiles rule that puts the token back on the /run tmpfs at every boot
+/// (`C`: copied from [`TOKEN_STORE`] if absent, then given the token's mode and owner),
+/// so a VM onboarded by `vmagent apply` alone boots back into the mesh without the
+/// daemon. It names paths only, never the token itself, hence world-readable like
+/// every tmpfiles.d file.
+pub const TMPFILES_RULE: GeneratedSpec = GeneratedSpec {
+    path: "/etc/tmpfiles.d/vmagent-istio-token.conf",
+    mode: 0o644,
+    owner: Owner::Root,
+};
+
+/// System path of [`TOKEN_STORE`] under a state directory.
+pub fn token_store(state_dir: &Path) -> String {
+    state_dir.join(TOKEN_STORE.path).display().to_string()
+}
+
+/// The destinations whose originals vmagent records before writing them and puts
+/// back on uninstall (see `pristine`): the installed files, the proxy's certificates
+/// and the boot rule.
+pub fn recorded_files() -> Vec<&'static str> {
+    let mut files: Vec<&str> = FILES.iter().map(|f| f.path).collect();
+    files.extend(PROXY_CERTS);
+    files.push(TMPFILES_RULE.path);
+    files.sort_unstable();
+    files.dedup();
+    files
+}
+
 /// Downloaded packages, by sha256.
 pub const CACHE_DIR: &str = "/var/cache/vmagent";
 

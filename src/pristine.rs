@@ -117,9 +117,10 @@ pub fn copy_path(root: &Root, sys: &str) -> io::Result<PathBuf> {
     }
 }
 
-/// Whether an entry is one vmagent records: a layout file destination, mode bits only.
+/// Whether an entry is one vmagent records: a layout file destination (the boot rule
+/// included), mode bits only.
 fn plausible(sys: &str, o: &Original) -> bool {
-    let known = layout::FILES.iter().any(|f| f.path == sys) || layout::PROXY_CERTS.contains(&sys);
+    let known = layout::recorded_files().contains(&sys);
     known && o.mode <= 0o777
 }
 
@@ -193,7 +194,7 @@ fn writes(plan: &Plan) -> (Vec<&str>, Option<Option<&[u8]>>) {
         match &s.action {
             Action::WriteFile {
                 path,
-                what: What::Member(_),
+                what: What::Member(_) | What::TmpfilesRule,
                 ..
             } => files.push(path.as_str()),
             Action::WriteFile {

@@ -318,8 +318,9 @@ impl StatusFile {
                 }
             }
             Ok(None) => self.unreadable.push(format!(
-                "{}: missing (after a reboot: apply the bundle again, or run `vmagent daemon`)",
-                path_of(crate::bundle::Member::Token)
+                "{}: missing (apply puts it back at boot through {}; without that rule, apply the bundle again or run `vmagent daemon`)",
+                path_of(crate::bundle::Member::Token),
+                layout::TMPFILES_RULE.path
             )),
             Err(e) => self.unreadable.push(e),
         }

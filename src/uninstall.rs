@@ -210,6 +210,7 @@ fn state_entry(name: &str) -> bool {
         pristine::DIR,
         crate::applied::FILE,
         service::inputs::FILE,
+        layout::TOKEN_STORE.path,
         crate::daemon::store::DIR,
     ]
     .iter()
@@ -401,18 +402,19 @@ pub fn uninstall(opts: &Options) -> Result<Vec<String>, RunError> {
     // 4. Installed files: put back what was there, remove what vmagent created. Only a
     // path an apply committed a write to is vmagent's: the proxy's own certificates, a
     // file copied in after a rolled-back apply, anything without a record stays.
-    let mut files: Vec<&str> = layout::FILES.iter().map(|f| f.path).collect();
-    files.extend(layout::PROXY_CERTS);
-    files.sort_unstable();
-    files.dedup();
-    for sys in files {
+    for sys in layout::recorded_files() {
         let Some(o) = record.files.get(sys).filter(|o| o.committed) else {
             continue;
         };
         file_step(&root, sys, o, opts.dry_run, &mut steps)?;
     }
     // 5. vmagent's own records of what it applied (the next apply starts afresh).
-    for name in [crate::applied::FILE, service::inputs::FILE] {
+    // The boot copy of the token too: a credential, never left behind.
+    for name in [
+        crate::applied::FILE,
+        service::inputs::FILE,
+        layout::TOKEN_STORE.path,
+    ] {
         let p = state.join(name);
         if p.exists() {
             steps.push(format!("remove {}/{name}", root.state_dir().display()));

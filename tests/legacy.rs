@@ -77,6 +77,9 @@ fn legacy_bundle_installs_certs_and_kubedns() {
         KUBEDNS
     );
     assert!(!root.at("/var/run/secrets/tokens/istio-token").exists());
+    // No token, so nothing to put back at boot (issue 14 part 0).
+    assert!(!root.at("/etc/tmpfiles.d/vmagent-istio-token.conf").exists());
+    assert!(!root.at("/var/lib/vmagent/istio-token").exists());
     // No hosts member and no block yet: /etc/hosts is not touched.
     assert_eq!(fs::read(root.at("/etc/hosts")).unwrap(), hosts_before);
     // Re-running is harmless.

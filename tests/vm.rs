@@ -7,7 +7,7 @@
 //! (tests/common/packages.rs) and the example bundle, and puts them with the guest
 //! scripts (tests/vm/guest/) into a cloud-init NoCloud seed. tests/vm/build-image.sh
 //! makes (once, cached) the guest image, tests/vm/boot.sh boots it. In the guest,
-//! cloud-init's runcmd drives the first boot and a oneshot unit the second:
+//! cloud-init's runcmd drives the first boot and a oneshot unit each of the other two:
 //!
 //! | scenario | what |
 //! |---|---|
@@ -15,8 +15,9 @@
 //! | s1 | user-data runs `vmagent apply` (cloud-init one-shot): package downloaded from the guest's loopback server, files, hosts, service, ready |
 //! | s2 | the identical apply again: nothing written, no download, no restart |
 //! | s3 | upgrade to the v2 package: installed, exactly one restart, ready again |
-//! | s6 | vmagent's .deb, `systemctl enable --now vmagent` from runcmd: status ready, a hand-edited hosts block repaired |
-//! | s5 | reboot: the token (tmpfs) is gone early in boot, the daemon restores it before istio starts, ready again |
+//! | s9 | reboot of the VM onboarded by the one-shot apply alone (vmagent.service neither enabled nor running): the tmpfiles.d rule apply installed put the token back (content, 0600, istio-proxy) before istio started, ready again |
+//! | s6 | second boot: `systemctl enable --now vmagent`: status ready, a hand-edited hosts block repaired |
+//! | s5 | reboot: the token (tmpfs) is back before vmagent and istio start (the tmpfiles.d rule), the daemon is ready before istio starts, ready again |
 //! | s7 | `vmagent uninstall` refused while the daemon runs; then `systemctl disable --now vmagent`, `vmagent uninstall --purge`, `dpkg --purge vmagent`: back to the snapshot taken before vmagent (/etc/passwd, /etc/group excepted) |
 //! | s8 | after s7, the fixture package by hand in its `iptables-fail` scenario: istio-iptables' error in the unit's journal (not in istio.log), the proxy never started, systemd restarting the unit |
 //!
@@ -232,9 +233,9 @@ fn build_payload(work: &Path, bin: &Path) -> Payload {
     )
     .unwrap();
 
-    // cloud-init: runcmd drives the first boot. The one-shot apply (scenario 1) and the
-    // daemon's enable (scenario 6) are user-data lines themselves; step.sh only records
-    // their output, exit code and timing.
+    // cloud-init: runcmd drives the first boot. The one-shot apply (scenario 1) is a
+    // user-data line itself; step.sh only records its output, exit code and timing. The
+    // daemon is enabled only in the second boot, after scenario 9.
     let g = "/mnt/vmtest/guest";
     let user_data = format!(
         "#cloud-config
@@ -244,8 +245,7 @@ runcmd:
   - [bash, {g}/boot1-pre.sh]
   - [bash, {g}/step.sh, s1, apply, /mnt/vmtest/vmagent, apply, /mnt/vmtest/bundle, -v, --package, 'http://127.0.0.1:{PORT}/{}', --package-sha256, '{}', --wait, '120']
   - [bash, {g}/boot1-post.sh]
-  - [bash, {g}/step.sh, s6, enable, systemctl, enable, --now, vmagent.service]
-  - [bash, {g}/boot1-daemon.sh]
+  - [bash, {g}/boot1-reboot.sh]
 ",
         debs[0].0, debs[0].1
     );
@@ -328,10 +328,10 @@ fn boot(image: &Path, seed: &Path, work: &Path, per_boot: Duration) -> Boot {
         if text.contains("VMTEST boot2 done=") && done_at.is_none() {
             done_at = Some(Instant::now());
         }
-        if boots > 2 {
+        if boots > 3 {
             let _ = child.kill();
             let _ = child.wait();
-            break Some(format!("the guest booted {boots} times (expected 2)"));
+            break Some(format!("the guest booted {boots} times (expected 3)"));
         }
         if done_at.is_some_and(|t| t.elapsed() > Duration::from_secs(120)) {
             let _ = child.kill();
@@ -638,6 +638,9 @@ fn assert_all(r: &Results, p: &Payload, c: &mut Check) {
     }
     if ran(c, r, "s3") {
         upgrade(r, p, c);
+    }
+    if ran(c, r, "s9") {
+        no_daemon_reboot(r, p, c);
     }
     if ran(c, r, "s6") {
         daemon(r, p, c, &pristine_hosts);
@@ -982,10 +985,7 @@ fn daemon(r: &Results, p: &Payload, c: &mut Check, pristine_hosts: &str) {
     });
     let s = r.step(sc, "enable");
     c.that(sc, s.rc == Some(0), || {
-        format!(
-            "cloud-init's `systemctl enable --now vmagent.service`: {}",
-            s.show()
-        )
+        format!("`systemctl enable --now vmagent.service`: {}", s.show())
     });
     c.eq(
         sc,
@@ -1027,24 +1027,16 @@ fn daemon(r: &Results, p: &Payload, c: &mut Check, pristine_hosts: &str) {
     );
 }
 
-/// s5: reboot
-fn reboot(r: &Results, p: &Payload, c: &mut Check) {
-    let sc = "s5";
-    let repaired = r.all(sc, "journal_repaired");
-    c.that(
-        sc,
-        repaired.iter().any(|l| l.contains("istio-token")),
-        || format!("no journal line of vmagent says the token was restored at start: {repaired:?}"),
-    );
-    check_notify(c, r, sc);
+/// The token after a reboot: back before vmagent and istio started (early.sh runs after
+/// systemd-tmpfiles-setup.service), the bundle's, 0600 istio-proxy's.
+fn token_back(r: &Results, p: &Payload, c: &mut Check, sc: &str) {
     c.eq(sc, "/run file system", r.get(sc, "run_fstype"), "tmpfs");
     c.eq(
         sc,
-        "token before vmagent.service started",
+        "token before vmagent and istio started (the tmpfiles.d rule)",
         r.get(sc, "token_early"),
-        "absent",
+        "present",
     );
-    check_status_ready(c, r, sc);
     c.eq(
         sc,
         "token after boot (mode owner group)",
@@ -1057,6 +1049,65 @@ fn reboot(r: &Results, p: &Payload, c: &mut Check) {
         r.get(sc, "token_sha256"),
         &p.bundle_sha["istio-token"],
     );
+}
+
+/// s9: reboot with no daemon (issue 14 part 0)
+fn no_daemon_reboot(r: &Results, p: &Payload, c: &mut Check) {
+    let sc = "s9";
+    c.eq(
+        sc,
+        "vmagent.service before the reboot",
+        r.get(sc, "before.vmagent_enabled"),
+        "disabled",
+    );
+    c.eq(
+        sc,
+        "vmagent.service",
+        r.get(sc, "vmagent_active"),
+        "inactive",
+    );
+    c.eq(
+        sc,
+        "vmagent.service at start",
+        r.get(sc, "vmagent_early"),
+        "inactive",
+    );
+    token_back(r, p, c, sc);
+    let ids = r.get("s1", "proxy_ids");
+    c.eq(
+        sc,
+        "tokens directory",
+        r.get(sc, "tokens_dir"),
+        &format!("755 {ids}"),
+    );
+    c.eq(
+        sc,
+        "vmagent's copy of the token",
+        r.get(sc, "store"),
+        "600 0 0",
+    );
+    c.eq(sc, "the tmpfiles.d rule", r.get(sc, "rule"), "644 0 0");
+    let (t, i) = (r.num(sc, "tmpfiles_done_us"), r.num(sc, "istio_start_us"));
+    c.that(sc, matches!((t, i), (Some(t), Some(i)) if t > 0.0 && i >= t), || {
+        format!("istio.service started before systemd-tmpfiles-setup.service finished: {t:?} us, {i:?} us")
+    });
+    c.eq(
+        sc,
+        "tmpfiles complaints about vmagent's rule",
+        r.get(sc, "tmpfiles_errors"),
+        "0",
+    );
+    c.eq(sc, "istio restarts", r.get(sc, "nrestarts"), "0");
+    check_status_ready(c, r, sc);
+    proxy_up(c, r, sc, "");
+}
+
+/// s5: reboot
+fn reboot(r: &Results, p: &Payload, c: &mut Check) {
+    let sc = "s5";
+    check_notify(c, r, sc);
+    token_back(r, p, c, sc);
+    check_status_ready(c, r, sc);
     proxy_up(c, r, sc, "");
     c.eq(
         sc,
@@ -1281,6 +1332,7 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("s1", "cloud-init one-shot apply"),
     ("s2", "identical re-apply changes nothing"),
     ("s3", "upgrade to v2, one restart"),
+    ("s9", "reboot, no daemon: tmpfiles token, ready"),
     ("s6", "daemon: ready, repairs hosts drift"),
     ("s5", "reboot: token restored, ready"),
     ("s7", "uninstall back to the snapshot"),

@@ -1,6 +1,7 @@
 //! Desired state (bundle + layout) versus actual state (the target root) as a list of
 //! actions. An empty plan means "up to date": nothing is written.
 
+mod boot;
 mod hosts_block;
 mod proxy_dirs;
 pub mod render;
@@ -145,6 +146,10 @@ pub enum What {
     },
     /// vmagent's state record.
     State,
+    /// The systemd-tmpfiles rule that restores the token at boot.
+    TmpfilesRule,
+    /// vmagent's boot copy of the token in force (a secret).
+    TokenStore,
 }
 
 impl Action {
@@ -268,6 +273,7 @@ pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, Pla
             )?;
         }
     }
+    p.boot(bundle)?;
     p.stale_certs(bundle, previous.as_ref())?;
     p.hosts(bundle)?;
     let state = AppliedIdentity::for_identity(bundle.token.sub.as_deref());

@@ -26,7 +26,7 @@ fn owner(o: &Option<Ids>) -> &'static str {
 }
 
 fn is_secret(what: &What) -> bool {
-    matches!(what, What::Member(m) if m.secret())
+    matches!(what, What::Member(m) if m.secret()) || *what == What::TokenStore
 }
 
 impl Action {
@@ -64,6 +64,8 @@ impl Action {
                     }
                     What::Hosts { .. } => "managed block".into(),
                     What::State => "vmagent state".into(),
+                    What::TmpfilesRule => "boot rule: puts the token back after a reboot".into(),
+                    What::TokenStore => "boot copy of istio-token".into(),
                 };
                 let owner_s = match o {
                     Some(i) if i.label == "unchanged" => "owner unchanged",
@@ -76,10 +78,14 @@ impl Action {
                     ),
                     _ => format!("{label}, {mode:04o} {owner_s}"),
                 };
-                let diff =
-                    (diff && !secret && matches!(what, What::Member(_) | What::Hosts { .. }))
-                        .then(|| unified(path, old.as_deref(), content))
-                        .flatten();
+                let diff = (diff
+                    && !secret
+                    && matches!(
+                        what,
+                        What::Member(_) | What::Hosts { .. } | What::TmpfilesRule
+                    ))
+                .then(|| unified(path, old.as_deref(), content))
+                .flatten();
                 ActionView {
                     action: if old.is_some() {
                         "replace-file"

@@ -91,9 +91,14 @@ fn mode_bits(mode: u32) -> Option<String> {
 fn layout_paths(root: &Root) -> BTreeSet<PathBuf> {
     let state = root.state_dir().join(crate::applied::FILE);
     let state = state.to_string_lossy().into_owned();
-    let mut files: Vec<&str> = layout::FILES.iter().map(|f| f.path).collect();
-    files.extend(layout::PROXY_CERTS);
-    files.extend([layout::HOSTS, layout::ETC_ISTIO.0, state.as_str()]);
+    let store = layout::token_store(root.state_dir());
+    let mut files = layout::recorded_files();
+    files.extend([
+        layout::HOSTS,
+        layout::ETC_ISTIO.0,
+        state.as_str(),
+        store.as_str(),
+    ]);
     let dirs = layout::DIRS.iter().map(|d| d.path);
     let (link, target) = layout::ETC_ISTIO;
     let mut out = BTreeSet::new();

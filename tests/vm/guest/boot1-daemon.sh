@@ -1,7 +1,7 @@
 #!/bin/bash
-# First boot, from cloud-init's runcmd after `systemctl enable --now vmagent.service`
-# (also a runcmd line): scenario 6 (the daemon reports ready and repairs a hand-edited
-# /etc/hosts block), then the second boot's units, then the reboot (scenario 5).
+# Second boot, from boot-noagent.sh after `systemctl enable --now vmagent.service`:
+# scenario 6 (the daemon reports ready and repairs a hand-edited
+# /etc/hosts block), then the third boot's units, then the reboot (scenario 5).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . /mnt/vmtest/guest/lib.sh
 
@@ -37,21 +37,8 @@ vcmd systemctl status --no-pager vmagent.service
 # The structured fields (reason, changes, error) are not in the default journal view.
 vcmd journalctl -b -u vmagent.service --no-pager -o verbose -n 2
 
-# --- the second boot: units that record the token early and run boot2.sh ------------
-cat >/etc/systemd/system/vmtest-early.service <<'UNIT'
-[Unit]
-Description=vmagent VM test: the token before vmagent starts
-DefaultDependencies=no
-After=local-fs.target
-Before=vmagent.service istio.service
-
-[Service]
-Type=oneshot
-ExecStart=/bin/bash /var/lib/vmtest/guest/early.sh
-
-[Install]
-WantedBy=multi-user.target
-UNIT
+# --- the third boot: units that record the token early and run boot2.sh ------------
+install_early_unit
 # DefaultDependencies=no: multi-user.target must not wait for it (it powers the VM off),
 # and no ordering cycle with cloud-final.service.
 cat >/etc/systemd/system/vmtest-boot2.service <<'UNIT'

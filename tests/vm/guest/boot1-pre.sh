@@ -11,7 +11,7 @@ mark "run_fstype=$(findmnt -no FSTYPE /run)"
 # Wall clock minus uptime: turns file mtimes into seconds since boot.
 mark "clock_offset=$(awk -v w="$(date +%s.%N)" -v u="$(uptime_s)" 'BEGIN { printf "%.3f", w - u }')"
 mark "cloud_init=$(cloud-init --version 2>&1)"
-# The second boot's units run before the seed is mounted: keep the scripts on disk.
+# The later boots' units run before the seed is mounted: keep the scripts on disk.
 rm -rf "$W/guest"
 cp -r "$SEED/guest" "$W/guest"
 

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Second boot (vmtest-boot2.service): scenario 5 (after the reboot the daemon restored
-# the token and the proxy is ready again), then scenario 7 (uninstall brings the VM
+# Third boot (vmtest-boot2.service): scenario 5 (after the reboot the token is back
+# before vmagent and istio start, the daemon is ready first, the proxy ready again), then scenario 7 (uninstall brings the VM
 # back to the snapshot taken before vmagent), then scenario 8 (the fixture's
 # iptables-fail scenario under real systemd), then power off.
 # shellcheck source-path=SCRIPTDIR source=lib.sh

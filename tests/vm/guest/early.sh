@@ -1,7 +1,8 @@
 #!/bin/bash
-# Second boot, ordered before vmagent.service and istio.service (vmtest-early.service):
-# records whether the token is there before vmagent restores it. /run is a tmpfs, so a
-# reboot must have wiped it. The seed is not mounted yet: facts go to a file that
+# Every later boot, ordered after systemd-tmpfiles-setup.service and before
+# vmagent.service and istio.service (vmtest-early.service): records whether the token
+# is there before vmagent or istio start. /run is a tmpfs, so a reboot wiped it; only
+# the tmpfiles.d rule `vmagent apply` installed can have put it back by then. The seed is not mounted yet: facts go to a file that
 # boot2.sh reports.
 set -uo pipefail
 mkdir -p /run/vmtest

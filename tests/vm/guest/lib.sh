@@ -141,7 +141,7 @@ snapshot() {
     rm -rf "$d"
     mkdir -p "$d"
     cp /etc/hosts "$d/hosts"
-    for p in /etc/istio /var/lib/istio /etc/certs /var/run/secrets; do
+    for p in /etc/istio /var/lib/istio /etc/certs /var/run/secrets /etc/tmpfiles.d; do
         if [ -e "$p" ] || [ -L "$p" ]; then
             # -P (default): a symlink is listed as a link, never followed.
             find "$p" \( -type l -printf '%p link %u:%g -> %l\n' \) -o \
@@ -196,6 +196,25 @@ wait_ready() {
 proxy_ids() {
     mark "proxy_ids=$(getent passwd istio-proxy | cut -d: -f3,4 | tr : ' ')"
     mark "proxy_uid_users=$(getent passwd | awk -F: -v u="$(id -u istio-proxy 2>/dev/null)" '$3 == u { printf "%s ", $1 }')"
+}
+
+# The unit that runs early.sh at the next boot: after systemd-tmpfiles-setup.service
+# (which puts the token back from vmagent's copy), before vmagent and istio.
+install_early_unit() {
+    cat >/etc/systemd/system/vmtest-early.service <<'UNIT'
+[Unit]
+Description=vmagent VM test: the token before vmagent and istio start
+DefaultDependencies=no
+After=local-fs.target systemd-tmpfiles-setup.service
+Before=vmagent.service istio.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/bash /var/lib/vmtest/guest/early.sh
+
+[Install]
+WantedBy=multi-user.target
+UNIT
 }
 
 service_facts() {

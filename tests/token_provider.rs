@@ -40,6 +40,12 @@ fn kubernetes_refresh_installs_a_checked_token() {
     assert_eq!((m.uid(), m.gid()), (PROXY_ID, PROXY_ID));
     let cache = fs::metadata(r.at("/var/lib/vmagent/token/istio-token")).unwrap();
     assert_eq!((cache.mode() & 0o7777, cache.uid()), (0o600, 0));
+    // The boot copy apply installed (restored to /run by the tmpfiles rule at boot)
+    // follows the refreshed token: a reboot without the daemon keeps the new one.
+    let boot = r.at("/var/lib/vmagent/istio-token");
+    assert_eq!(fs::read(&boot).unwrap(), installed(&r));
+    let m = fs::metadata(&boot).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid()), (0o600, 0));
     no_secrets(&r, &o, &secrets_of(&issued));
 }
 

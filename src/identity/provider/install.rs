@@ -134,6 +134,24 @@ fn write_cache(root: &Root, data: &[u8]) -> Result<(), ProviderError> {
     fsx::sync_dir(&dir).map_err(err)
 }
 
+/// Rewrites the boot copy ([`crate::layout::TOKEN_STORE`], which the tmpfiles rule puts
+/// back on /run at boot) when apply installed one; root-only like the cache.
+fn write_boot_copy(root: &Root, data: &[u8]) -> Result<(), ProviderError> {
+    let Some(state) = root.own_dir(root.state_dir())? else {
+        return Ok(());
+    };
+    let store = state.join(crate::layout::TOKEN_STORE.path);
+    if !store.is_file() {
+        return Ok(());
+    }
+    let err = |source| ProviderError::Install {
+        path: store.display().to_string(),
+        source,
+    };
+    fsx::write_atomic(&store, data, 0o600, None).map_err(err)?;
+    fsx::sync_dir(&state).map_err(err)
+}
+
 /// apply's token: the freshest valid one of the cache and the installed token when it
 /// has not reached its refresh point, else the provider's. Writes nothing.
 pub fn for_apply(
@@ -283,6 +301,11 @@ pub fn refresh_with(
     // Installed: a cache failure only costs the next apply a provider call.
     if let Err(e) = write_cache(&root, &data) {
         tracing::warn!(error = %e, "cannot cache the token");
+    }
+    // The boot copy follows the token in force: else a reboot without the daemon would
+    // bring back the older token it holds.
+    if let Err(e) = write_boot_copy(&root, &data) {
+        tracing::warn!(error = %e, "cannot update the boot copy of the token; a reboot restores the previous one until the next apply or refresh");
     }
     let next_due = schedule::next_refresh(
         Lifetime::of(&token),

@@ -284,7 +284,7 @@ impl State {
     }
 
     /// The one-line verdict: the only wording of a state, used by [`Health::line`], the
-    /// status file's [`crate::status::HealthView::line`] and so by every report, log
+    /// status file's `status::HealthView::line` and so by every report, log
     /// line and sd_notify status. `failure` is the kind's name and summary, `stage` the
     /// latest progress stage (shown while starting).
     pub fn line(self, failure: Option<(&str, &str)>, stage: Option<&str>) -> String {

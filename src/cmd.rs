@@ -78,16 +78,7 @@ impl Output {
         } else {
             &self.stderr[..]
         };
-        let text = String::from_utf8_lossy(src);
-        let lines: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        lines[lines.len().saturating_sub(n)..]
-            .iter()
-            .map(|l| l.to_string())
-            .collect()
+        crate::text::last_lines(src, n)
     }
 }
 

@@ -67,13 +67,7 @@ impl ExecProvider {
 /// The last `n` non-empty lines of `stderr`, each word that looks like a JWT (two dots,
 /// long) masked: a helper that echoes its token on failure must not leak it here.
 pub fn stderr_tail(stderr: &[u8], n: usize) -> Vec<String> {
-    let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines[lines.len().saturating_sub(n)..]
+    crate::text::last_lines(stderr, n)
         .iter()
         .map(|l| {
             l.split(' ')

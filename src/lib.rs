@@ -29,6 +29,7 @@ pub mod report;
 pub mod root;
 pub mod run;
 pub mod service;
+pub mod sockets;
 pub mod status;
 pub mod text;
 pub mod timefmt;

@@ -185,7 +185,9 @@ stage() {
     fi
     install -m 0644 "$top/systemd/vmagent.service" "$d$units/vmagent.service"
     install -m 0644 "$top/systemd/istio.service.d/10-vmagent.conf" "$d$units/istio.service.d/10-vmagent.conf"
-    install -m 0644 "$here/config.toml" "$d/etc/vmagent/config.toml"
+    # 0600: a [token] provider makes the config name what runs as root and where the
+    # credential is, and vmagent then refuses a config others can read (issue 14).
+    install -m 0600 "$here/config.toml" "$d/etc/vmagent/config.toml"
     install -m 0644 "$gen/vmagent.1.gz" "$d/usr/share/man/man1/vmagent.1.gz"
     install -m 0644 "$gen/completion.bash" "$d/usr/share/bash-completion/completions/vmagent"
     install -m 0644 "$gen/completion.zsh" "$d$zsh/_vmagent"
@@ -350,7 +352,7 @@ fi
 %dir /usr/lib/systemd/system/istio.service.d
 /usr/lib/systemd/system/istio.service.d/10-vmagent.conf
 %dir /etc/vmagent
-%config(noreplace) /etc/vmagent/config.toml
+%attr(0600,root,root) %config(noreplace) /etc/vmagent/config.toml
 %dir /etc/vmagent/config.d
 /usr/share/man/man1/vmagent.1.gz
 /usr/share/bash-completion/completions/vmagent

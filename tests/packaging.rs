@@ -133,7 +133,7 @@ fn files(kind: Kind) -> Vec<(&'static str, u32, Option<&'static str>)> {
         ),
         (
             "/etc/vmagent/config.toml",
-            0o644,
+            0o600,
             Some("packaging/config.toml"),
         ),
         ("/usr/share/man/man1/vmagent.1.gz", 0o644, None),

@@ -45,6 +45,8 @@ pub struct Seen {
     pub body: Result<(), String>,
     /// `spec.expirationSeconds`.
     pub expiration: Option<u64>,
+    /// When the request arrived (backoff and Retry-After spacing).
+    pub at: std::time::Instant,
 }
 
 struct State {
@@ -209,6 +211,7 @@ fn serve(
         authorized,
         body: checked.as_ref().map(|_| ()).map_err(Clone::clone),
         expiration: checked.as_ref().ok().copied(),
+        at: std::time::Instant::now(),
     });
     let (code, extra, out) = if method != "POST" {
         (405, String::new(), status_body(405, "method not allowed"))

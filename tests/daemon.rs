@@ -1277,6 +1277,28 @@ fn dead_report_url_does_not_stop_the_daemon() {
 // 9. Token expiry in the status warnings
 // ---------------------------------------------------------------------------------
 
+/// sd_notify STATUS (the line `systemctl status vmagent` shows) carries the identity
+/// timeline's warning too, not only the status file and the log.
+#[test]
+fn the_identity_warning_reaches_the_service_status_line() {
+    let vm = Vm::with("ready", &Conf::default());
+    let now = unix_now();
+    let tok = token(now - 3600, now + 3600);
+    vm.put_bundle(BUNDLE, &vm.spec().set("istio-token", tok));
+    let sockdir = tempfile::tempdir().unwrap();
+    let (notes, stop_notes) = notify_socket(&sockdir.path().join("notify"), vm.at(TOKEN));
+    let d = vm.daemon_notified(&sockdir.path().join("notify"), 1_000_000);
+    vm.wait_for(&d, "a STATUS= with the identity warning", || {
+        notes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.text.contains("STATUS=") && n.text.contains("the mesh identity lapses at"))
+            .then_some(())
+    });
+    stop_notes.store(true, Ordering::Relaxed);
+}
+
 #[test]
 fn token_near_expiry_is_warned_about() {
     // 90% of a 10 h lifetime used: no warning at a 95% threshold...

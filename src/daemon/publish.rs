@@ -132,9 +132,11 @@ impl Daemon {
         if let Err(e) = doc.store(&self.root) {
             tracing::warn!(error = %e, "cannot write the status file");
         }
+        // `systemctl status vmagent` shows this line: the identity note belongs there as
+        // much as the token's (a VM about to leave the mesh while "ready").
         let mut line = h.line();
-        if let Some(t) = &self.token_note {
-            line = format!("{line}; {t}");
+        for note in [&self.token_note, &self.identity_note].into_iter().flatten() {
+            line = format!("{line}; {note}");
         }
         if line != self.status_line {
             match h.state {

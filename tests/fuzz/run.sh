@@ -28,6 +28,10 @@ seed hosts "$ex/hosts" /etc/hosts
 seed state
 seed config packaging/config.toml
 seed kubedns
+# A TokenRequest answer around the example token, as the API server sends it.
+mkdir -p "$fz/corpus/token_request"
+printf '{"kind":"TokenRequest","apiVersion":"authentication.k8s.io/v1","spec":{"audiences":["istio-ca"],"expirationSeconds":3600},"status":{"token":"%s","expirationTimestamp":"2030-01-01T00:00:00Z"}}' \
+    "$(tr -d '\n' <"$ex/istio-token")" >"$fz/corpus/token_request/seed-answer.json"
 printf 'server=/svc.cluster.local/10.0.0.7\naddress=/istio-pilot/10.0.0.9\n' > "$fz/corpus/kubedns/seed-kubedns"
 mkdir -p "$fz/corpus/bundle_archive"
 tar -C "$ex" -cf "$fz/corpus/bundle_archive/seed-example.tar" .

@@ -175,6 +175,9 @@ pub struct CheckArgs {
     /// The bundle: a .tar, .tar.gz/.tgz, or the directory istioctl wrote.
     #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
+    /// The root whose configuration (`[trust]`) applies.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
     /// Accept a token that has expired.
     #[arg(long)]
     pub allow_expired_token: bool,
@@ -406,6 +409,12 @@ fn apply(a: ApplyArgs) -> u8 {
 }
 
 fn check(c: CheckArgs) -> u8 {
+    // The signature before the members (a bundle nobody trusts is not parsed).
+    let signer = match run::check_trust(&c.root, &c.bundle) {
+        Ok(crate::trust::Verdict::Signed(s)) => Some(s),
+        Ok(_) => None,
+        Err(e) => return fail(Document::new("check"), &e, c.output),
+    };
     match run::check(&c.bundle, c.allow_expired_token) {
         Ok(b) => {
             match c.output {
@@ -413,11 +422,15 @@ fn check(c: CheckArgs) -> u8 {
                     let mut d = Document::new("check").with_bundle(&b);
                     d.result = CommandResult::Valid;
                     d.warnings = b.warnings.clone();
+                    d.signed_by = signer;
                     d.print_json();
                 }
                 Format::Text => {
                     for w in &b.warnings {
                         report::info_line(&format!("warning: {w}"));
+                    }
+                    if let Some(s) = &signer {
+                        report::out(&format!("signed by {s}\n"));
                     }
                     report::out(&format!(
                         "bundle {} is valid: {}\n",

@@ -291,6 +291,40 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
+/// What is wrong with the owner or mode of a file that decides what root does (a
+/// credential, a token, a trusted-keys list, a program run as root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Fine.
+    Good,
+    /// Owned by someone other than root.
+    NotRoot(u32),
+    /// Readable or writable by the group or others (`mode` shown).
+    Open(u32),
+}
+
+/// A secret (credential, token, config): root-owned, no group or other bits.
+pub fn secret_verdict(uid: u32, mode: u32) -> Verdict {
+    if uid != 0 {
+        Verdict::NotRoot(uid)
+    } else if mode & 0o077 != 0 {
+        Verdict::Open(mode)
+    } else {
+        Verdict::Good
+    }
+}
+
+/// A program run as root: root-owned, not writable by the group or others.
+pub fn program_verdict(uid: u32, mode: u32) -> Verdict {
+    if uid != 0 {
+        Verdict::NotRoot(uid)
+    } else if mode & 0o022 != 0 {
+        Verdict::Open(mode)
+    } else {
+        Verdict::Good
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,4 +33,5 @@ pub mod sockets;
 pub mod status;
 pub mod text;
 pub mod timefmt;
+pub mod trust;
 pub mod uninstall;

@@ -99,6 +99,8 @@ pub struct Document {
     pub health: Option<crate::status::HealthView>,
     /// How long apply waited for the proxy, in milliseconds.
     pub waited_ms: Option<u64>,
+    /// Who signed the bundle (`[trust]`), when it carried a good signature.
+    pub signed_by: Option<crate::trust::Signer>,
 }
 
 impl Document {
@@ -120,6 +122,7 @@ impl Document {
             service: None,
             health: None,
             waited_ms: None,
+            signed_by: None,
         }
     }
 
@@ -157,6 +160,7 @@ impl Document {
         d.warnings = o.warnings.clone();
         d.recovered = o.recovered.clone().unwrap_or_default();
         d.service = o.service.clone();
+        d.signed_by = o.signed_by.clone();
         if let Some(h) = &o.health {
             d.health = Some(crate::status::HealthView::of(
                 &h.health,
@@ -279,6 +283,9 @@ pub fn health_event(ev: crate::health::monitor::Event<'_>) {
 pub fn print_text(o: &Outcome, bundle: &str, root: &str) {
     for w in &o.warnings {
         info_line(&format!("warning: {w}"));
+    }
+    if let Some(s) = &o.signed_by {
+        info_line(&format!("bundle signed by {s}"));
     }
     out(&text(o, bundle, root));
     out(&service_text(o));

@@ -74,6 +74,10 @@ pub enum RunError {
     /// or 8; see [`ProviderError::exit_code`]).
     #[error(transparent)]
     Token(#[from] ProviderError),
+    /// The bundle's signature was refused, or could not be checked (`[trust]`; exit 2
+    /// or 4, see [`crate::trust::TrustError::exit_code`]).
+    #[error(transparent)]
+    Trust(Box<crate::trust::TrustError>),
     /// A failure after the package was installed (the package stays).
     #[error(
         "{cause} (the istio-sidecar package was installed by `{command}` and stays installed: apply again once the cause is fixed, or remove it with `vmagent uninstall`)"
@@ -84,6 +88,14 @@ pub enum RunError {
         /// The installer command that ran.
         command: String,
     },
+}
+
+impl From<crate::trust::TrustError> for RunError {
+    /// Boxed: its messages carry several names, and every `Result<_, RunError>` would
+    /// otherwise grow by them.
+    fn from(e: crate::trust::TrustError) -> Self {
+        RunError::Trust(Box::new(e))
+    }
 }
 
 /// Process exit codes (moved to [`crate::exit`]; re-exported for the CLI).
@@ -116,6 +128,7 @@ impl RunError {
             RunError::Config(_) => exit::INVALID,
             RunError::Package(e) => e.exit_code(),
             RunError::Token(e) => e.exit_code(),
+            RunError::Trust(e) => e.exit_code(),
             RunError::Service(
                 ServiceError::Spawn { .. } | ServiceError::NoUnit | ServiceError::Masked,
             ) => exit::PREREQUISITE,
@@ -208,6 +221,8 @@ pub struct Outcome {
     pub service: Option<service::Outcome>,
     /// The wait for ready (`None`: not started here, or offline).
     pub health: Option<HealthOutcome>,
+    /// Who signed the bundle (`[trust]`), when it was signed and checked.
+    pub signed_by: Option<crate::trust::Signer>,
 }
 
 impl Outcome {
@@ -217,6 +232,14 @@ impl Outcome {
             .as_ref()
             .map_or(exit::OK, HealthOutcome::exit_code)
     }
+}
+
+/// The signature check of `vmagent check` (`[trust]` of the config in `root`).
+pub fn check_trust(root: &Path, bundle: &Path) -> Result<crate::trust::Verdict, RunError> {
+    let root = Root::new(root)?;
+    let cfg = Config::load(&root)?;
+    let root = cfg.locate(root);
+    Ok(crate::trust::verify(&root, &cfg.trust, bundle)?)
 }
 
 /// Reads and validates a bundle (`vmagent check`).
@@ -259,6 +282,14 @@ pub fn apply(
         });
     let replaced =
         matches!(&located, Ok((_, c)) if c.token.provider != crate::config::ProviderKind::Bundle);
+    // The signature first: a bundle that is not trusted is not even parsed.
+    let signed_by = match &located {
+        Ok((root, cfg)) => match crate::trust::verify(root, &cfg.trust, &opts.bundle)? {
+            crate::trust::Verdict::Signed(s) => Some(s),
+            _ => None,
+        },
+        Err(_) => None,
+    };
     let mut bundle = check(&opts.bundle, opts.allow_expired_token || replaced)?;
     let (root, cfg) = located?;
     let fresh = provider_token(&root, &cfg, &mut bundle)?;
@@ -301,6 +332,7 @@ pub fn apply(
             recovered: None,
             service: None,
             health: None,
+            signed_by,
         });
     }
     if opts.start {
@@ -411,6 +443,7 @@ pub fn apply(
         recovered,
         service,
         health: None,
+        signed_by,
     };
     if let (Some(s), Some(m)) = (&o.service, monitor) {
         if s.running && s.offline.is_none() {

@@ -759,6 +759,9 @@ const KEYS: &[(&str, &str)] = &[
     ("token", "namespace"),
     ("token", "service_account"),
     ("token", "refresh_at"),
+    ("trust", "allowed_signers"),
+    ("trust", "require_signature"),
+    ("trust", "revoked_keys"),
 ];
 
 /// Keys with a built-in value (the others default to unset).
@@ -778,6 +781,7 @@ const DEFAULTED: &[&str] = &[
     "timeout_secs",
     "duration_secs",
     "refresh_at",
+    "require_signature",
 ];
 
 /// A commented-out key line `#key = value`: the key.

@@ -5,7 +5,7 @@
 # maintainer scripts; dpkg-dev: dpkg-deb for the .deb fixtures; openssl: test certificates.
 set -euo pipefail
 need=()
-for pkg in rpm busybox-static dpkg-dev openssl; do
+for pkg in rpm busybox-static dpkg-dev openssl openssh-client; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ "${#need[@]}" -eq 0 ] && exit 0

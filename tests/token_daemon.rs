@@ -111,12 +111,7 @@ fn file_provider_replaces_a_token_before_it_expires() {
     });
     let t0 = now();
     let fresh = token(SUB, t0, t0 + 7200, "file");
-    put(
-        &r,
-        "/run/token-agent/istio-token",
-        fresh.as_bytes(),
-        0o600,
-    );
+    put(&r, "/run/token-agent/istio-token", fresh.as_bytes(), 0o600);
     let f = fresh.clone();
     let got = replaced_before_expiry(&r, w.path(), &old, exp, move || vec![f.clone()]);
     assert_eq!(got, fresh);
@@ -150,7 +145,9 @@ fn provider_failures_back_off_and_recover() {
         log().contains("token refresh failed")
     });
     srv.set(Mode::TooMany(20));
-    wait_for("the retry answered with 429", PATIENCE, || srv.seen().len() >= 2);
+    wait_for("the retry answered with 429", PATIENCE, || {
+        srv.seen().len() >= 2
+    });
     srv.set(Mode::Issue);
     let got = wait_until_issued(&srv, &r);
     let seen = srv.seen();
@@ -158,7 +155,11 @@ fn provider_failures_back_off_and_recover() {
     // The first backoff is 10 s with 50-100 % jitter; the 429 asked for 20 s.
     let gap = |i: usize| seen[i].at.duration_since(seen[i - 1].at);
     assert!(gap(1) >= Duration::from_secs(5), "backoff: {:?}", gap(1));
-    assert!(gap(2) >= Duration::from_secs(19), "Retry-After: {:?}", gap(2));
+    assert!(
+        gap(2) >= Duration::from_secs(19),
+        "Retry-After: {:?}",
+        gap(2)
+    );
     assert_ne!(installed(&r), before);
     let text = log();
     for s in secrets_of(&[got]) {
@@ -182,7 +183,11 @@ fn a_token_for_another_identity_is_refused_and_the_old_kept() {
         log().contains("token refresh failed")
     });
     assert!(!srv.issued().is_empty());
-    assert_eq!(installed(&r), before, "the wrong token must not be installed");
+    assert_eq!(
+        installed(&r),
+        before,
+        "the wrong token must not be installed"
+    );
     assert!(
         log().contains("system:serviceaccount:vm-ns:intruder"),
         "the refusal names the identity it got: {}",

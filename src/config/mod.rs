@@ -13,7 +13,9 @@ use crate::fsx;
 use crate::root::Root;
 
 pub mod token;
+pub mod trust;
 pub use token::{ProviderKind, TokenConfig};
+pub use trust::TrustConfig;
 
 /// System path of the config file.
 pub const PATH: &str = "/etc/vmagent/config.toml";
@@ -67,6 +69,9 @@ pub struct Config {
     /// `[token]`
     #[serde(default)]
     pub token: TokenConfig,
+    /// `[trust]`
+    #[serde(default)]
+    pub trust: TrustConfig,
 }
 
 /// `[paths]`: where vmagent keeps its own files.
@@ -364,6 +369,7 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         self.check_ranges()?;
         self.token.validate()?;
+        self.trust.validate()?;
         if !self.health.ready_url.starts_with("http://")
             && !self.health.ready_url.starts_with("https://")
         {

@@ -135,7 +135,10 @@ impl Daemon {
         // `systemctl status vmagent` shows this line: the identity note belongs there as
         // much as the token's (a VM about to leave the mesh while "ready").
         let mut line = h.line();
-        for note in [&self.token_note, &self.identity_note].into_iter().flatten() {
+        for note in [&self.token_note, &self.identity_note]
+            .into_iter()
+            .flatten()
+        {
             line = format!("{line}; {note}");
         }
         if line != self.status_line {

@@ -37,13 +37,18 @@ impl Daemon {
         } else {
             match self.source_path() {
                 Ok(None) => None,
-                Ok(Some(p)) => match self.store.stage(&p) {
+                // The signature (`[trust]`) before the bundle is read at all: staging
+                // parses its members.
+                Ok(Some(p)) => match crate::trust::verify(&self.root, &self.cfg.trust, &p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| self.store.stage(&p).map_err(|e| e.to_string()))
+                {
                     Ok(d) => {
                         self.source_error = None;
                         Some(d)
                     }
                     Err(e) => {
-                        self.source_error = Some(e.to_string());
+                        self.source_error = Some(e);
                         None
                     }
                 },
@@ -76,7 +81,12 @@ impl Daemon {
             package,
             start: full,
             wait: Some(Duration::ZERO),
-            config: Some(self.cfg.clone()),
+            config: Some(self.cfg.clone()).map(|mut c| {
+                // The store holds canonical copies of bundles whose signature was checked
+                // when they came in (above); the copies carry none of their own.
+                c.trust = crate::config::TrustConfig::default();
+                c
+            }),
             status_file: false,
         };
         let started = Instant::now();

@@ -208,9 +208,18 @@ impl Remote {
             etag: header(ETAG),
             last_modified: header(LAST_MODIFIED),
         };
-        match self.store(&mut resp).await {
-            Ok(()) => {}
+        let body = match self.store(&mut resp).await {
+            Ok(t) => t,
             Err(e) => return (Polled::Failed(format!("{shown}: {e}")), None),
+        };
+        // The detached signature (`URL.sig`) is fetched before either is kept, so the
+        // bundle in place never sits beside another bundle's signature.
+        let sig = match self.fetch_sig().await {
+            Ok(s) => s,
+            Err(failed) => return failed,
+        };
+        if let Err(e) = self.keep(body, sig) {
+            return (Polled::Failed(format!("{shown}: {e}")), None);
         }
         if let Err(e) = fsx::write_json(&self.dir.join("fetched.json"), &got, 0o600) {
             tracing::warn!(error = %e, "cannot record the bundle's ETag; it is downloaded again next time");
@@ -219,8 +228,49 @@ impl Remote {
         (Polled::New, None)
     }
 
-    /// Streams the body into `fetched` (bounded, fsynced, renamed into place).
-    async fn store(&self, body: &mut net::Response) -> io::Result<()> {
+    /// `URL.sig`'s body; `None` when the server has none (404: an unsigned bundle,
+    /// which `[trust] require_signature` then refuses).
+    async fn fetch_sig(&self) -> Result<Option<Vec<u8>>, (Polled, Option<Duration>)> {
+        let failed = |e: String| (Polled::Failed(format!("{}.sig: {e}", self.shown)), None);
+        let Some(url) = sig_url(&self.url) else {
+            return Err(failed("cannot form the signature's URL".into()));
+        };
+        let req = Request::get(&url).secret_headers(self.headers.clone());
+        let resp = self
+            .client
+            .send(req)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let e = resp.status_error();
+            let retry = e.retry_after();
+            return Err((Polled::Failed(format!("{}.sig: {e}", self.shown)), retry));
+        }
+        match resp.bytes_limited(64 << 10).await {
+            Ok(Some(b)) => Ok(Some(b)),
+            Ok(None) => Err(failed("larger than 64 KiB: not a signature".into())),
+            Err(e) => Err(failed(e.to_string())),
+        }
+    }
+
+    /// Puts the signature (or its absence) and then the bundle in place.
+    fn keep(&self, body: tempfile::NamedTempFile, sig: Option<Vec<u8>>) -> io::Result<()> {
+        let sig_path = crate::trust::sig_path(&self.dir.join("fetched"));
+        match sig {
+            Some(s) => fsx::write_atomic(&sig_path, &s, 0o600, None)?,
+            None => fsx::remove_if_exists(&sig_path)?,
+        }
+        body.persist(self.dir.join("fetched"))
+            .map_err(|e| e.error)?;
+        fsx::sync_dir(&self.dir)
+    }
+
+    /// Streams the body into a temporary file beside `fetched` (bounded, fsynced).
+    async fn store(&self, body: &mut net::Response) -> io::Result<tempfile::NamedTempFile> {
         let mut tmp = tempfile::Builder::new()
             .prefix(".fetching-")
             .tempfile_in(&self.dir)?;
@@ -238,9 +288,17 @@ impl Remote {
         }
         tmp.as_file_mut().flush()?;
         tmp.as_file().sync_all()?;
-        tmp.persist(self.dir.join("fetched")).map_err(|e| e.error)?;
-        fsx::sync_dir(&self.dir)
+        Ok(tmp)
     }
+}
+
+/// The URL of a bundle's detached signature: `.sig` appended to the path (the query,
+/// e.g. a pre-signed URL's, stays).
+fn sig_url(url: &str) -> Option<String> {
+    let mut u = net::Url::parse(url).ok()?;
+    let path = format!("{}.sig", u.path());
+    u.set_path(&path);
+    Some(u.to_string())
 }
 
 #[cfg(test)]
@@ -255,6 +313,15 @@ mod tests {
             cfg.source.headers.insert(k.to_string(), v.to_string());
         }
         Remote::new(url, &cfg, &root, dir.path())
+    }
+
+    #[test]
+    fn the_signature_sits_beside_the_bundle() {
+        assert_eq!(
+            sig_url("https://b.example/vm/bundle.tar?X-Amz-Signature=abc").as_deref(),
+            Some("https://b.example/vm/bundle.tar.sig?X-Amz-Signature=abc")
+        );
+        assert_eq!(sig_url("not a url"), None);
     }
 
     #[test]

@@ -6,38 +6,7 @@ use std::path::Path;
 
 use super::ProviderError;
 
-/// What is wrong with a file's owner or mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Fine.
-    Good,
-    /// Owned by someone other than root.
-    NotRoot(u32),
-    /// Readable or writable by the group or others (`mode` shown).
-    Open(u32),
-}
-
-/// A secret (credential, token, config): root-owned, no group or other bits.
-pub fn secret_verdict(uid: u32, mode: u32) -> Verdict {
-    if uid != 0 {
-        Verdict::NotRoot(uid)
-    } else if mode & 0o077 != 0 {
-        Verdict::Open(mode)
-    } else {
-        Verdict::Good
-    }
-}
-
-/// A program run as root: root-owned, not writable by the group or others.
-pub fn program_verdict(uid: u32, mode: u32) -> Verdict {
-    if uid != 0 {
-        Verdict::NotRoot(uid)
-    } else if mode & 0o022 != 0 {
-        Verdict::Open(mode)
-    } else {
-        Verdict::Good
-    }
-}
+pub use crate::fsx::{program_verdict, secret_verdict, Verdict};
 
 fn refuse(host: &Path, v: Verdict, chmod: &str) -> Result<(), ProviderError> {
     let path = host.display().to_string();

@@ -759,10 +759,15 @@ const KEYS: &[(&str, &str)] = &[
     ("token", "namespace"),
     ("token", "service_account"),
     ("token", "refresh_at"),
+    ("overrides", "set"),
+    ("overrides", "unset"),
+    ("overrides", "hosts"),
+    ("overrides", "lockout_guard"),
 ];
 
 /// Keys with a built-in value (the others default to unset).
 const DEFAULTED: &[&str] = &[
+    "lockout_guard",
     "connect_timeout_secs",
     "idle_timeout_secs",
     "attempts",

@@ -138,7 +138,12 @@ pub fn merge(
     }
     for (k, v, from) in &local.set {
         match vars.iter_mut().find(|(key, _)| key == k) {
-            Some(slot) => slot.1 = v.clone(),
+            Some(slot) => {
+                if let Some(w) = dropped_exclusions(k, &slot.1, v, from) {
+                    out.warnings.push(w);
+                }
+                slot.1 = v.clone();
+            }
             None => vars.push((k.clone(), v.clone())),
         }
         marks.entry(k.clone()).or_default().push(LOCAL.into());
@@ -234,6 +239,24 @@ fn guard_ports(
     out.notes.push(format!(
         "lock-out guard: sshd listens on port {list}, which ISTIO_INBOUND_PORTS='*' would capture; added to ISTIO_LOCAL_EXCLUDE_PORTS (turn off with --no-lockout-guard, or lockout_guard = false in [overrides])"
     ));
+}
+
+/// An override of ISTIO_LOCAL_EXCLUDE_PORTS replaces the whole list: say which of the
+/// bundle's exclusions (ssh 22, the agent's 15020/15021, Envoy's 15090) it drops.
+fn dropped_exclusions(key: &str, bundle: &str, value: &str, from: &str) -> Option<String> {
+    if key != "ISTIO_LOCAL_EXCLUDE_PORTS" {
+        return None;
+    }
+    let kept: Vec<&str> = value.split(',').map(str::trim).collect();
+    let dropped: Vec<&str> = bundle
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !kept.contains(p))
+        .collect();
+    (!dropped.is_empty()).then(|| format!(
+        "[overrides] set.ISTIO_LOCAL_EXCLUDE_PORTS in {from} replaces the bundle's list and drops {}, so inbound traffic to those ports is captured; add them to the override to keep them excluded",
+        dropped.join(",")
+    ))
 }
 
 /// `KEY='value'` lines, marked ones with their comment.

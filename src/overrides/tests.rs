@@ -160,8 +160,12 @@ fn guard_respects_an_override_that_already_excludes_the_port() {
         sshd: vec![2222],
         marked: vec![],
     };
-    merge(&mut b, &local, &g).unwrap();
+    let m = merge(&mut b, &local, &g).unwrap();
     assert!(installed(&b).contains("ISTIO_LOCAL_EXCLUDE_PORTS='22,2222' # (local override)\n"));
+    assert!(
+        m.warnings[0].contains("drops 15090,15021,15020"),
+        "the override drops the bundle's exclusions: {m:?}"
+    );
 }
 
 #[test]

@@ -140,6 +140,27 @@ mod tests {
         assert_eq!(ports(&ls, &[]), [2222]);
     }
 
+    /// Ubuntu's layout: the package's unit, and the generator's drop-in with the ports
+    /// of sshd_config (an empty ListenStream= first clears the unit's 22).
+    #[test]
+    fn socket_unit_ports_from_the_target_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        assert!(activated_ports(&root).is_empty());
+        let unit = t.path().join("lib/systemd/system");
+        std::fs::create_dir_all(&unit).unwrap();
+        std::fs::write(unit.join("ssh.socket"), "[Socket]\nListenStream=22\n").unwrap();
+        assert_eq!(activated_ports(&root), [22]);
+        let gen = t.path().join("run/systemd/generator/ssh.socket.d");
+        std::fs::create_dir_all(&gen).unwrap();
+        std::fs::write(
+            gen.join("addresses.conf"),
+            "[Socket]\nListenStream=\nListenStream=0.0.0.0:2222\n",
+        )
+        .unwrap();
+        assert_eq!(activated_ports(&root), [2222]);
+    }
+
     #[test]
     fn listen_stream_lines() {
         let unit = "[Socket]\nListenStream=22\nAccept=no\n".to_string();

@@ -164,6 +164,10 @@ pub struct ApplyArgs {
     /// Accept a token that has expired (e.g. the workload certificate is still valid).
     #[arg(long)]
     pub allow_expired_token: bool,
+    /// Do not exclude sshd's ports from inbound capture (the lock-out guard); the plan
+    /// then warns. For every run, the daemon's too: `lockout_guard = false` in [overrides].
+    #[arg(long)]
+    pub no_lockout_guard: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -321,16 +325,24 @@ fn token_refresh(r: &RootArgs) -> u8 {
 fn config_show(root: &std::path::Path) -> u8 {
     let r = crate::root::Root::new(root)
         .map_err(RunError::from)
-        .and_then(|r| Ok(crate::config::Config::load_files(&r)?));
+        .and_then(|r| Ok(crate::config::Config::load_files(&r)?))
+        .and_then(|(cfg, files)| {
+            let local = crate::overrides::validate(&cfg.overrides)?;
+            Ok((
+                crate::overrides::describe(&cfg.overrides, &local),
+                cfg,
+                files,
+            ))
+        });
     match r {
-        Ok((cfg, files)) => {
+        Ok((overrides, cfg, files)) => {
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
             let from = if names.is_empty() {
                 "no config files: all defaults".to_string()
             } else {
                 names.join(", ")
             };
-            report::out(&format!("# merged from: {from}\n{}", cfg.show()));
+            report::out(&format!("# merged from: {from}\n{}{overrides}", cfg.show()));
             exit::OK
         }
         Err(e) => fail(Document::new("config"), &e, Format::Text),
@@ -391,6 +403,7 @@ fn apply(a: ApplyArgs) -> u8 {
         wait: a.wait.map(Duration::from_secs),
         config: None,
         status_file: true,
+        lockout_guard: !a.no_lockout_guard,
     };
     match run::apply(&opts, waiting(&a.root.root), &mut report::health_event) {
         Ok(o) => {

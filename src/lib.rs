@@ -21,6 +21,7 @@ pub mod layout;
 pub mod lkg;
 pub mod logging;
 pub mod net;
+pub mod overrides;
 pub mod package;
 pub mod plan;
 pub mod pristine;

@@ -165,6 +165,9 @@ pub struct ApplyOptions {
     pub config: Option<Config>,
     /// Write the status file (the CLI); the daemon writes its own.
     pub status_file: bool,
+    /// The SSH lock-out guard (false: --no-lockout-guard); also needs the config's
+    /// `[overrides] lockout_guard` (see [`crate::overrides`]).
+    pub lockout_guard: bool,
 }
 
 /// How the wait for ready ended.
@@ -293,6 +296,8 @@ pub fn apply(
     let mut bundle = check(&opts.bundle, opts.allow_expired_token || replaced)?;
     let (root, cfg) = located?;
     let fresh = provider_token(&root, &cfg, &mut bundle)?;
+    // Local overrides and the lock-out guard join the desired state before any plan.
+    let local = crate::overrides::prepare(&root, &cfg.overrides, opts.lockout_guard, &mut bundle)?;
     let step = match &opts.package {
         Some(req) => Some(package::Step::new(&root, &bundle, req, &cfg)?),
         None => None,
@@ -301,7 +306,7 @@ pub fn apply(
     let installs = decision.as_ref().is_some_and(|d| !d.is_noop());
     // An unlocked first plan catches every refusal before anything (even the lock
     // file) is written; the executed plan is made again under the lock.
-    let first = plan::plan(
+    let mut first = plan::plan(
         &root,
         &bundle,
         PlanOptions {
@@ -309,7 +314,9 @@ pub fn apply(
             defer_owner: installs,
         },
     )?;
+    first.notes.extend(local.notes.iter().cloned());
     let mut warnings = bundle.warnings.clone();
+    warnings.extend(local.warnings.iter().cloned());
     if let Some(d) = &decision {
         warnings.extend(d.warnings().iter().cloned());
     }
@@ -376,7 +383,7 @@ pub fn apply(
         _ => None,
     };
     note_dirs(&root, &missing).map_err(|e| after_package(e, &installed_with))?;
-    let plan = plan::plan(
+    let mut plan = plan::plan(
         &root,
         &bundle,
         PlanOptions {
@@ -385,6 +392,7 @@ pub fn apply(
         },
     )
     .map_err(|e| after_package(e.into(), &installed_with))?;
+    plan.notes.extend(local.notes);
     warnings.extend(plan.warnings.iter().cloned());
     let status = if plan.is_empty() && installed_with.is_none() {
         ApplyStatus::UpToDate

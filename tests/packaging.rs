@@ -762,10 +762,15 @@ const KEYS: &[(&str, &str)] = &[
     ("trust", "allowed_signers"),
     ("trust", "require_signature"),
     ("trust", "revoked_keys"),
+    ("overrides", "set"),
+    ("overrides", "unset"),
+    ("overrides", "hosts"),
+    ("overrides", "lockout_guard"),
 ];
 
 /// Keys with a built-in value (the others default to unset).
 const DEFAULTED: &[&str] = &[
+    "lockout_guard",
     "connect_timeout_secs",
     "idle_timeout_secs",
     "attempts",

@@ -2,10 +2,12 @@
 # Installs the Debian packages the test suite needs (idempotent; CI runs it on a clean
 # machine through tests/run-all.sh). rpm: real rpm/rpmbuild for the .rpm fixture tests;
 # busybox-static: a /bin/sh inside test roots, where dpkg and rpm chroot to run
-# maintainer scripts; dpkg-dev: dpkg-deb for the .deb fixtures; openssl: test certificates.
+# maintainer scripts; dpkg-dev: dpkg-deb for the .deb fixtures; openssl: test certificates;
+# openssh-client: ssh-keygen signs and checks bundles (tests/signing.rs, [trust]);
+# openssh-server: the real sshd the lock-out guard tests start (tests/common/sshd.rs).
 set -euo pipefail
 need=()
-for pkg in rpm busybox-static dpkg-dev openssl openssh-client; do
+for pkg in rpm busybox-static dpkg-dev openssl openssh-client openssh-server; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ "${#need[@]}" -eq 0 ] && exit 0

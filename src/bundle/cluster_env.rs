@@ -191,6 +191,26 @@ pub fn parse(
     Ok((env, warnings))
 }
 
+/// The rules one `KEY=value` line of a bundle's cluster.env must pass, for a value
+/// that comes from elsewhere (a local override in the config): the key rules, the
+/// strict formats of the values istio-start.sh re-pastes, and pilot-agent's own value
+/// checks. A value is written back single-quoted, so any literal one-line text works.
+pub fn check_assignment(key: &str, value: &str) -> Result<(), String> {
+    check_key(key)?;
+    if value.contains(['\n', '\r', '\0']) {
+        return Err(format!(
+            "the value of {key} has a line break or NUL byte; cluster.env holds one line per key"
+        ));
+    }
+    check_repasted(key, value)?;
+    env_keys::check_value(key, value)
+}
+
+/// A key alone (to unset), by the same rules as a key in cluster.env.
+pub fn check_key_name(key: &str) -> Result<(), String> {
+    check_key(key)
+}
+
 /// `export KEY=value` is what `set -a` does anyway; `export KEY` alone changes nothing.
 /// Returns the assignment without the prefix, or `None` for a bare `export KEY`.
 fn strip_export(line: &str) -> Result<Option<&str>, String> {

@@ -12,8 +12,10 @@ use thiserror::Error;
 use crate::fsx;
 use crate::root::Root;
 
+pub mod overrides;
 pub mod token;
 pub mod trust;
+pub use overrides::OverridesConfig;
 pub use token::{ProviderKind, TokenConfig};
 pub use trust::TrustConfig;
 
@@ -72,6 +74,9 @@ pub struct Config {
     /// `[trust]`
     #[serde(default)]
     pub trust: TrustConfig,
+    /// `[overrides]`
+    #[serde(default)]
+    pub overrides: OverridesConfig,
 }
 
 /// `[paths]`: where vmagent keeps its own files.
@@ -342,6 +347,7 @@ impl Config {
     pub fn load_files(root: &Root) -> Result<(Config, Vec<PathBuf>), ConfigError> {
         let mut merged = toml::Table::new();
         let mut used = Vec::new();
+        let mut origins = OverridesConfig::default();
         for host in Self::files(root)? {
             let err = |reason: String| ConfigError {
                 path: host.display().to_string(),
@@ -355,13 +361,15 @@ impl Config {
             // Checked alone first, so an unknown key or a wrong type names this file.
             let alone: Config = table.clone().try_into().map_err(|e| err(one_line(&e)))?;
             alone.validate().map_err(err)?;
+            origins.note_origins(&alone.overrides, &host);
             merge(&mut merged, table);
             used.push(host);
         }
-        let cfg: Config = merged.try_into().map_err(|e| ConfigError {
+        let mut cfg: Config = merged.try_into().map_err(|e| ConfigError {
             path: PATH.into(),
             reason: one_line(&e),
         })?;
+        cfg.overrides.origins = origins.origins;
         Ok((cfg, used))
     }
 

@@ -88,6 +88,9 @@ impl Daemon {
                 c
             }),
             status_file: false,
+            // On unless the config turns it off (a one-off --no-lockout-guard on
+            // `apply` does not stop the daemon from guarding).
+            lockout_guard: true,
         };
         let started = Instant::now();
         // Blocking (files, dpkg, systemctl) on the pool; signals and the watchdog are

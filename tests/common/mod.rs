@@ -4,12 +4,14 @@
 
 #![allow(dead_code)]
 
+pub mod daemon_vm;
 pub mod fake_systemd;
 pub mod output;
 pub mod packages;
 pub mod ready_server;
 pub mod report_server;
 pub mod server;
+pub mod sshd;
 pub mod token_root;
 pub mod token_server;
 pub mod wait;

@@ -216,18 +216,31 @@ pub const TMPFILES_RULE: GeneratedSpec = GeneratedSpec {
     owner: Owner::Root,
 };
 
+/// logrotate's drop-in directory: present where logrotate is installed.
+pub const LOGROTATE_DIR: &str = "/etc/logrotate.d";
+
+/// The logrotate rule for the sidecar's logs ([`ISTIO_LOG`], [`ISTIO_ERR_LOG`]): the
+/// istio-sidecar package installs none, so istio.log grows forever on a long-lived VM.
+/// Paths and sizes only, root's and world-readable like every logrotate.d file.
+pub const LOGROTATE_RULE: GeneratedSpec = GeneratedSpec {
+    path: "/etc/logrotate.d/vmagent-istio",
+    mode: 0o644,
+    owner: Owner::Root,
+};
+
 /// System path of [`TOKEN_STORE`] under a state directory.
 pub fn token_store(state_dir: &Path) -> String {
     state_dir.join(TOKEN_STORE.path).display().to_string()
 }
 
 /// The destinations whose originals vmagent records before writing them and puts
-/// back on uninstall (see `pristine`): the installed files, the proxy's certificates
-/// and the boot rule.
+/// back on uninstall (see `pristine`): the installed files, the proxy's certificates,
+/// the boot rule and the logrotate rule.
 pub fn recorded_files() -> Vec<&'static str> {
     let mut files: Vec<&str> = FILES.iter().map(|f| f.path).collect();
     files.extend(PROXY_CERTS);
     files.push(TMPFILES_RULE.path);
+    files.push(LOGROTATE_RULE.path);
     files.sort_unstable();
     files.dedup();
     files

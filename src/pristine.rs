@@ -194,7 +194,7 @@ fn writes(plan: &Plan) -> (Vec<&str>, Option<Option<&[u8]>>) {
         match &s.action {
             Action::WriteFile {
                 path,
-                what: What::Member(_) | What::TmpfilesRule,
+                what: What::Member(_) | What::TmpfilesRule | What::LogrotateRule,
                 ..
             } => files.push(path.as_str()),
             Action::WriteFile {

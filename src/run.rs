@@ -237,6 +237,14 @@ impl Outcome {
     }
 }
 
+/// The logrotate rule's values, when `[logs] rotate` is on.
+fn rotation(cfg: &Config) -> Option<plan::Rotation> {
+    cfg.logs.rotate.then_some(plan::Rotation {
+        size_mib: cfg.logs.rotate_size_mib,
+        count: cfg.logs.rotate_count,
+    })
+}
+
 /// The signature check of `vmagent check` (`[trust]` of the config in `root`).
 pub fn check_trust(root: &Path, bundle: &Path) -> Result<crate::trust::Verdict, RunError> {
     let root = Root::new(root)?;
@@ -312,6 +320,7 @@ pub fn apply(
         PlanOptions {
             skip_owner: opts.skip_owner,
             defer_owner: installs,
+            rotate: rotation(&cfg),
         },
     )?;
     first.notes.extend(local.notes.iter().cloned());
@@ -389,6 +398,7 @@ pub fn apply(
         PlanOptions {
             skip_owner: opts.skip_owner,
             defer_owner: false,
+            rotate: rotation(&cfg),
         },
     )
     .map_err(|e| after_package(e.into(), &installed_with))?;

@@ -762,6 +762,9 @@ const KEYS: &[(&str, &str)] = &[
     ("trust", "allowed_signers"),
     ("trust", "require_signature"),
     ("trust", "revoked_keys"),
+    ("logs", "rotate"),
+    ("logs", "rotate_size_mib"),
+    ("logs", "rotate_count"),
     ("overrides", "set"),
     ("overrides", "unset"),
     ("overrides", "hosts"),
@@ -787,6 +790,9 @@ const DEFAULTED: &[&str] = &[
     "duration_secs",
     "refresh_at",
     "require_signature",
+    "rotate",
+    "rotate_size_mib",
+    "rotate_count",
 ];
 
 /// A commented-out key line `#key = value`: the key.

@@ -4,10 +4,11 @@
 # busybox-static: a /bin/sh inside test roots, where dpkg and rpm chroot to run
 # maintainer scripts; dpkg-dev: dpkg-deb for the .deb fixtures; openssl: test certificates;
 # openssh-client: ssh-keygen signs and checks bundles (tests/signing.rs, [trust]);
+# logrotate: the real rotation of the installed rule (tests/logrotate.rs);
 # openssh-server: the real sshd the lock-out guard tests start (tests/common/sshd.rs).
 set -euo pipefail
 need=()
-for pkg in rpm busybox-static dpkg-dev openssl openssh-client openssh-server; do
+for pkg in rpm busybox-static dpkg-dev openssl openssh-client openssh-server logrotate; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ "${#need[@]}" -eq 0 ] && exit 0

@@ -67,6 +67,43 @@ pub struct PlanOptions {
     /// error, its owners are shown as deferred. Such a plan is for display only; the
     /// executed plan is made after the package step.
     pub defer_owner: bool,
+    /// Rotation of the sidecar's logs (`[logs]`); `None`: no rule is installed.
+    pub rotate: Option<Rotation>,
+}
+
+/// How the sidecar's logs are rotated (`[logs]` of the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate a log once it is larger than this many MiB.
+    pub size_mib: u64,
+    /// Rotated copies kept.
+    pub count: u32,
+}
+
+/// The logrotate rule for istio.log and istio.err.log. `copytruncate`: pilot-agent and
+/// Envoy keep both files open (istio-start.sh appends to them with `>>`, so after the
+/// truncation they write at the new end, from 0), and renaming them away would leave
+/// the proxy writing into the rotated file. `delaycompress`: the newest copy stays
+/// plain for a person reading it.
+pub fn logrotate_rule(r: Rotation) -> String {
+    format!(
+        "# Installed by vmagent (`vmagent uninstall` removes it). Size and count: [logs] in\n\
+         # /etc/vmagent/config.toml, then apply again. copytruncate: the proxy keeps the\n\
+         # logs open, so they are copied and truncated in place, never moved.\n\
+         {} {} {{\n\
+         \tsize {}M\n\
+         \trotate {}\n\
+         \tcopytruncate\n\
+         \tmissingok\n\
+         \tnotifempty\n\
+         \tcompress\n\
+         \tdelaycompress\n\
+         }}\n",
+        layout::ISTIO_LOG,
+        layout::ISTIO_ERR_LOG,
+        r.size_mib,
+        r.count
+    )
 }
 
 /// An owner as numbers plus the name shown to people.
@@ -148,6 +185,8 @@ pub enum What {
     State,
     /// The systemd-tmpfiles rule that restores the token at boot.
     TmpfilesRule,
+    /// The logrotate rule for the sidecar's logs.
+    LogrotateRule,
     /// vmagent's boot copy of the token in force (a secret).
     TokenStore,
 }
@@ -274,6 +313,9 @@ pub fn plan(root: &Root, bundle: &Bundle, opts: PlanOptions) -> Result<Plan, Pla
         }
     }
     p.boot(bundle)?;
+    if let Some(r) = opts.rotate {
+        p.logrotate(r)?;
+    }
     p.stale_certs(bundle, previous.as_ref())?;
     p.hosts(bundle)?;
     let state = AppliedIdentity::for_identity(bundle.token.sub.as_deref());

@@ -7,6 +7,28 @@ use crate::fsx::Kind;
 use crate::layout::{self, Owner};
 
 impl Planner<'_> {
+    /// The logrotate rule, where logrotate is installed (its /etc/logrotate.d exists):
+    /// elsewhere the rule would do nothing and its directory would be left behind.
+    pub(super) fn logrotate(&mut self, r: super::Rotation) -> Result<(), PlanError> {
+        let s = layout::LOGROTATE_RULE;
+        let (_, dir) = self.lstat(layout::LOGROTATE_DIR, true)?;
+        if !dir.is_some_and(|m| m.kind == Kind::Dir) {
+            self.plan.warnings.push(format!(
+                "logrotate is not installed ({} is missing), so {} grows without bound: install it (`apt-get install logrotate` or `dnf install logrotate`) and apply again, or set [logs] rotate = false",
+                layout::LOGROTATE_DIR,
+                layout::ISTIO_LOG
+            ));
+            return Ok(());
+        }
+        self.file(
+            s.path,
+            super::What::LogrotateRule,
+            super::logrotate_rule(r).into_bytes(),
+            s.mode,
+            self.owner(s.owner),
+        )
+    }
+
     pub(super) fn dnsmasq_installed(&self) -> Result<bool, PlanError> {
         let (_, meta) = self.lstat(layout::DNSMASQ_DIR, true)?;
         Ok(meta.is_some_and(|m| m.kind == Kind::Dir))

@@ -65,6 +65,7 @@ impl Action {
                     What::Hosts { .. } => "managed block".into(),
                     What::State => "vmagent state".into(),
                     What::TmpfilesRule => "boot rule: puts the token back after a reboot".into(),
+                    What::LogrotateRule => "logrotate rule for the proxy's logs".into(),
                     What::TokenStore => "boot copy of istio-token".into(),
                 };
                 let owner_s = match o {
@@ -82,7 +83,10 @@ impl Action {
                     && !secret
                     && matches!(
                         what,
-                        What::Member(_) | What::Hosts { .. } | What::TmpfilesRule
+                        What::Member(_)
+                            | What::Hosts { .. }
+                            | What::TmpfilesRule
+                            | What::LogrotateRule
                     ))
                 .then(|| unified(path, old.as_deref(), content))
                 .flatten();

@@ -12,7 +12,9 @@ use thiserror::Error;
 use crate::fsx;
 use crate::root::Root;
 
+pub mod doctor;
 pub mod token;
+pub use doctor::DoctorConfig;
 pub use token::{ProviderKind, TokenConfig};
 
 /// System path of the config file.
@@ -67,6 +69,9 @@ pub struct Config {
     /// `[token]`
     #[serde(default)]
     pub token: TokenConfig,
+    /// `[doctor]`
+    #[serde(default)]
+    pub doctor: DoctorConfig,
 }
 
 /// `[paths]`: where vmagent keeps its own files.
@@ -148,6 +153,14 @@ pub struct DaemonConfig {
     /// more when it lapses): see `identity::timeline::urgency`.
     #[serde(default = "d_identity_warn")]
     pub identity_warn_secs: Vec<u64>,
+    /// With DNS capture on, how long /etc/resolv.conf must stay quiet after a change
+    /// before istio is restarted for new nameservers (milliseconds).
+    #[serde(default = "d_resolv_debounce")]
+    pub resolv_debounce_ms: u64,
+}
+
+fn d_resolv_debounce() -> u64 {
+    2000
 }
 
 fn d_drift() -> u64 {
@@ -170,6 +183,7 @@ impl Default for DaemonConfig {
             probe_interval_secs: d_probe(),
             token_warn_percent: d_token_warn(),
             identity_warn_secs: d_identity_warn(),
+            resolv_debounce_ms: d_resolv_debounce(),
         }
     }
 }
@@ -364,6 +378,7 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         self.check_ranges()?;
         self.token.validate()?;
+        self.doctor.check()?;
         if !self.health.ready_url.starts_with("http://")
             && !self.health.ready_url.starts_with("https://")
         {
@@ -414,7 +429,12 @@ impl Config {
     /// arithmetic (`Instant + Duration` panics), zero would spin. One line per error,
     /// naming the key, the value and the range (the caller adds the file).
     fn check_ranges(&self) -> Result<(), String> {
-        let numbers: [(&str, u64, std::ops::RangeInclusive<u64>); 10] = [
+        let numbers: [(&str, u64, std::ops::RangeInclusive<u64>); 11] = [
+            (
+                "daemon.resolv_debounce_ms",
+                self.daemon.resolv_debounce_ms,
+                0..=HOUR * 1000,
+            ),
             (
                 "source.poll_interval_secs",
                 self.source.poll_interval_secs,

@@ -28,6 +28,7 @@ mod publish;
 mod reconcile;
 mod remote;
 pub mod report_url;
+mod resolv_watch;
 mod source;
 pub mod store;
 mod token_timer;
@@ -120,6 +121,8 @@ struct Daemon {
     reported: Option<(HealthView, Vec<String>)>,
     /// The `[token]` provider's refresh timer.
     token: token_timer::TokenTimer,
+    /// resolv.conf, watched for DNS capture.
+    resolv: resolv_watch::ResolvWatch,
 }
 
 impl Daemon {
@@ -168,8 +171,10 @@ impl Daemon {
             status_line: String::new(),
             reported: None,
             token: Default::default(),
+            resolv: Default::default(),
         };
         d.watch_source();
+        d.resolv_setup();
         Ok(d)
     }
 
@@ -188,6 +193,7 @@ impl Daemon {
                 // Path, URL, CA or headers may have changed: the source is made anew (a
                 // URL's validators are on disk, so nothing is downloaded again).
                 self.watch_source();
+                self.resolv_setup();
                 self.pending = Some((Instant::now(), "configuration reloaded"));
             }
             Err(e) => {

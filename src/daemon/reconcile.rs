@@ -122,6 +122,7 @@ impl Daemon {
                 }
                 if svc.iter().any(|a| a == "start" || a == "restart") {
                     self.monitor.mark();
+                    self.resolv_started();
                 }
                 self.lkg(Event::Applied {
                     digest,

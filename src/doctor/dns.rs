@@ -114,10 +114,14 @@ fn answer_of(m: &Message) -> Answer {
     if rc == ResponseCode::NoError && !ips.is_empty() {
         return Answer::Resolved(ips);
     }
-    let what = if rc == ResponseCode::NoError {
-        "NOERROR without an address".to_string()
-    } else {
-        rc.to_str().to_uppercase()
+    let what = match rc {
+        ResponseCode::NoError => "NOERROR without an address".to_string(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        other => format!("response code {}", u16::from(other)),
     };
     Answer::Failed(what)
 }

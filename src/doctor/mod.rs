@@ -265,7 +265,14 @@ pub fn run(root_path: &Path) -> Result<Report, crate::root::RootError> {
     let (sc, mode) = Systemctl::for_root(&root);
     let (unit, offline) = match &mode {
         Mode::Live => (Some(sc.show().map_err(|e| e.to_string())), None),
-        Mode::Offline(why) => (None, Some(why.clone())),
+        Mode::Offline(_) if !root.is_live() => (
+            None,
+            Some(format!(
+                "the root {} is not the running system",
+                root.base().display()
+            )),
+        ),
+        Mode::Offline(_) => (None, Some("systemd is not running here".to_string())),
     };
     let running = unit
         .as_ref()
@@ -273,7 +280,7 @@ pub fn run(root_path: &Path) -> Result<Report, crate::root::RootError> {
         .map(UnitState::is_up);
     let seen = match &offline {
         None => iptables::see(),
-        Some(why) => iptables::Seen::Unknown(format!("iptables are the running system's: {why}")),
+        Some(why) => iptables::Seen::Unknown(format!("{why} (iptables are the running system's)")),
     };
     let sections = vec![
         service_section(unit.as_ref(), st.enabled.as_deref(), offline.as_deref()),

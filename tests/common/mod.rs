@@ -6,6 +6,7 @@
 
 pub mod fake_systemd;
 pub mod mesh_vm;
+pub mod netns;
 pub mod output;
 pub mod packages;
 pub mod ready_server;

@@ -94,14 +94,17 @@ pub fn installed(root: &Root) -> bool {
         .is_some_and(|d| capture_in_cluster_env(&d))
 }
 
-/// The nameservers in the root's resolv.conf now (empty when it is missing or unreadable:
-/// the resolver then falls back to localhost, and so does the agent).
-pub fn current(root: &Root) -> BTreeSet<String> {
-    root.resolve(Path::new(RESOLV_CONF))
-        .ok()
-        .and_then(|p| crate::fsx::read_file(&p, 1 << 20).ok().flatten())
-        .map(|d| nameservers(&d))
-        .unwrap_or_default()
+/// The nameservers in the root's resolv.conf now, or why they cannot be read (missing,
+/// unreadable, a link leaving the root or owned by another user).
+pub fn current(root: &Root) -> Result<BTreeSet<String>, String> {
+    let p = root
+        .resolve(Path::new(RESOLV_CONF))
+        .map_err(|e| e.to_string())?;
+    match crate::fsx::read_file(&p, 1 << 20) {
+        Ok(Some(d)) => Ok(nameservers(&d)),
+        Ok(None) => Err(format!("{} does not exist", p.display())),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
 }
 
 /// What to do about a changed resolv.conf.
@@ -116,6 +119,9 @@ pub enum Decision {
     },
     /// Nothing to do.
     Nothing,
+    /// Capture is on but resolv.conf lists no nameserver now: a restart would leave the
+    /// agent without upstreams, so it keeps the ones it has until some come back.
+    NoNameservers,
 }
 
 /// Restart when DNS capture is on and the set of nameservers differs from the one in
@@ -125,6 +131,9 @@ pub enum Decision {
 pub fn decide(in_force: &BTreeSet<String>, now: &BTreeSet<String>, capture: bool) -> Decision {
     if !capture || in_force == now {
         return Decision::Nothing;
+    }
+    if now.is_empty() {
+        return Decision::NoNameservers;
     }
     Decision::Restart {
         added: now.difference(in_force).cloned().collect(),
@@ -208,10 +217,8 @@ mod tests {
         let t1 = nameservers(b"nameserver 10.0.0.2\nnameserver 10.0.0.3\n");
         let t2 = nameservers(b"# new\noptions rotate\nnameserver 10.0.0.3\nnameserver 10.0.0.2\n");
         assert_eq!(decide(&t1, &t2, true), Decision::Nothing);
-        // All gone (a resolv.conf emptied mid-rewrite is caught by the debounce).
-        assert!(matches!(
-            decide(&a, &set(&[]), true),
-            Decision::Restart { .. }
-        ));
+        // All gone: no restart into no upstreams at all.
+        assert_eq!(decide(&a, &set(&[]), true), Decision::NoNameservers);
+        assert_eq!(decide(&a, &set(&[]), false), Decision::Nothing);
     }
 }

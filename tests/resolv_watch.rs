@@ -134,6 +134,14 @@ fn capture_on_one_restart_per_nameserver_change_none_for_comments() {
         &p,
         "options rotate\nnameserver 10.0.0.10\nnameserver 10.0.0.9\n",
     );
+    let at = d.wait_log(at, &[SETTLED]);
+    assert_eq!(vm.restarts(), 2, "{:?}\n{}", vm.fake.verbs(), d.stderr());
+
+    // Emptied (no nameserver at all): no restart into no upstreams; back to the ones in
+    // force: nothing either.
+    replace_by_rename(&p, "# waiting for a lease\n");
+    let at = d.wait_log(at, &["lists no nameserver"]);
+    replace_by_rename(&p, "nameserver 10.0.0.9\nnameserver 10.0.0.10\n");
     d.wait_log(at, &[SETTLED]);
     assert_eq!(vm.restarts(), 2, "{:?}\n{}", vm.fake.verbs(), d.stderr());
     let restarts = d.stderr().matches(RESTARTING).count();

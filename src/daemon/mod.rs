@@ -21,7 +21,9 @@
 //!
 //! The parts: `event_loop` (signals, descriptors, timers), `source` (where bundles
 //! come from), `reconcile` (staging, `run::apply`, last-known-good effects), `publish`
-//! (status file, sd_notify, log, report URL), [`report_url`] (the report sender task).
+//! (status file, sd_notify, log, report URL), [`report_url`] (the report sender task),
+//! `resolv_watch` (with DNS capture on, istio restarted when resolv.conf's nameservers
+//! change).
 
 mod event_loop;
 mod publish;

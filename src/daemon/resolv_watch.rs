@@ -71,13 +71,13 @@ impl Daemon {
             }
         };
         if self.resolv.in_force.is_none() {
-            self.resolv.in_force = Some(dns_capture::current(&self.root));
+            self.resolv.in_force = dns_capture::current(&self.root).ok();
         }
     }
 
     /// istio was (re)started: it read resolv.conf as it is now.
     pub(super) fn resolv_started(&mut self) {
-        self.resolv.in_force = Some(dns_capture::current(&self.root));
+        self.resolv.in_force = dns_capture::current(&self.root).ok();
     }
 
     /// An event on the watch: (re)arm the debounce, follow a retargeted link.
@@ -98,7 +98,13 @@ impl Daemon {
             return Ok(());
         }
         self.resolv.due = None;
-        let now = dns_capture::current(&self.root);
+        let now = match dns_capture::current(&self.root) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read {RESOLV_CONF}; istio keeps the nameservers it has");
+                return Ok(());
+            }
+        };
         let capture = dns_capture::installed(&self.root);
         let in_force = self.resolv.in_force.clone().unwrap_or_default();
         let show = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(",");
@@ -109,6 +115,9 @@ impl Daemon {
             Decision::Nothing => {
                 tracing::info!(nameservers = %show(&now), "{RESOLV_CONF} nameservers changed; DNS capture is off, so istio does not need a restart");
                 self.resolv.in_force = Some(now);
+            }
+            Decision::NoNameservers => {
+                tracing::warn!("{RESOLV_CONF} lists no nameserver now; istio keeps the ones it has until some come back (a restart would leave it with none)");
             }
             Decision::Restart { added, removed } => {
                 tracing::warn!(

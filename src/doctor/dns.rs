@@ -235,7 +235,7 @@ pub fn section(root: &Root, external: &str) -> Section {
             (n, a)
         }),
         external: (external.to_string(), query(server, external, wait)),
-        upstreams: dns_capture::current(root),
+        upstreams: dns_capture::current(root).unwrap_or_default(),
     };
     judge(&probe)
 }

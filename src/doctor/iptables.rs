@@ -57,15 +57,22 @@ pub fn judge(seen: &Seen, running: Option<bool>) -> Section {
                 .map(|(t, v)| format!("{t}: {}", v.join(" ")))
                 .collect();
             match (c.is_empty(), running) {
-                (false, Some(true)) | (false, None) => {
+                (false, Some(true)) => {
                     (Verdict::Ok, "Istio's chains are present".to_string(), details, None)
                 }
-                (true, Some(false)) | (true, None) => (
+                (false, None) => (
+                    Verdict::Ok,
+                    "Istio's chains are present (whether istio runs is unknown: if it does not, they are left over)".to_string(),
+                    details,
+                    None,
+                ),
+                (true, Some(false)) => (
                     Verdict::Ok,
                     "no Istio chains (istio is not running)".to_string(),
                     details,
                     None,
                 ),
+                (true, None) => (Verdict::Ok, "no Istio chains".to_string(), details, None),
                 (true, Some(true)) => (
                     Verdict::Warn,
                     "istio runs but no Istio chains are set up: traffic is not captured".to_string(),

@@ -278,9 +278,15 @@ pub fn run(root_path: &Path) -> Result<Report, crate::root::RootError> {
         .as_ref()
         .and_then(|u| u.as_ref().ok())
         .map(UnitState::is_up);
-    let seen = match &offline {
-        None => iptables::see(),
-        Some(why) => iptables::Seen::Unknown(format!("{why} (iptables are the running system's)")),
+    // iptables are the running system's: asked on `/` (with or without systemd) and
+    // under the debug builds' stand-in service manager, which stands for it.
+    let seen = if root.is_live() || mode == Mode::Live {
+        iptables::see()
+    } else {
+        iptables::Seen::Unknown(format!(
+            "the root {} is not the running system (iptables are the running system's)",
+            root.base().display()
+        ))
     };
     let sections = vec![
         service_section(unit.as_ref(), st.enabled.as_deref(), offline.as_deref()),

@@ -28,7 +28,7 @@ pub fn doctor_text(r: &Report) -> String {
         .map(|s| s.kind.name())
         .collect();
     if failed.is_empty() {
-        out.push_str("no problems found\n");
+        out.push_str("no failed checks\n");
     } else {
         out.push_str(&format!(
             "failed: {} (exit {})\n",

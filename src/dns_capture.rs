@@ -16,6 +16,7 @@
 //!   without respondBeforeSync, which is only set for an address on :53).
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use crate::bundle::Member;
@@ -26,9 +27,6 @@ pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// The cluster.env key that turns DNS capture on.
 pub const CAPTURE_KEY: &str = "ISTIO_META_DNS_CAPTURE";
-
-/// The DNS proxy's port (`DNS_PROXY_ADDR` default `localhost:15053`).
-pub const PROXY_PORT: u16 = 15053;
 
 /// The upstream nameservers a resolv.conf gives pilot-agent: the second field of every
 /// `nameserver` line, as text (a set: see [`decide`] for why order does not count).
@@ -58,19 +56,16 @@ pub fn capture_on(value: Option<&str>) -> bool {
     matches!(value, Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
-/// Whether an installed cluster.env turns capture on. istio-start.sh sources it with
-/// bash, so the last assignment wins; `export`, and one level of single or double quotes
-/// (istioctl writes `KEY='value'`) are taken off. A hand-edited file is read the same
-/// tolerant way rather than refused: this only decides whether to restart.
-pub fn capture_in_cluster_env(text: &[u8]) -> bool {
+/// The value a key has after istio-start.sh sources cluster.env with bash: the last
+/// assignment wins; `export`, and one level of single or double quotes (istioctl writes
+/// `KEY='value'`) are taken off. A hand-edited file is read the same tolerant way rather
+/// than refused: this only informs a restart decision and doctor.
+pub fn env_value(text: &[u8], key: &str) -> Option<String> {
     let mut value = None;
     for line in String::from_utf8_lossy(text).lines() {
         let line = line.trim();
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        if let Some(v) = line
-            .strip_prefix(CAPTURE_KEY)
-            .and_then(|r| r.strip_prefix('='))
-        {
+        if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix('=')) {
             let v = v.trim();
             let unq = ['\'', '"']
                 .iter()
@@ -79,19 +74,55 @@ pub fn capture_in_cluster_env(text: &[u8]) -> bool {
             value = Some(unq.to_string());
         }
     }
-    capture_on(value.as_deref())
+    value
+}
+
+/// Whether an installed cluster.env turns capture on.
+pub fn capture_in_cluster_env(text: &[u8]) -> bool {
+    capture_on(env_value(text, CAPTURE_KEY).as_deref())
+}
+
+/// The cluster.env installed under `root`, if there is one to read.
+fn installed_env(root: &Root) -> Option<Vec<u8>> {
+    let spec = crate::layout::file_for(Member::ClusterEnv)?;
+    let p = root.resolve(Path::new(spec.path)).ok()?;
+    crate::fsx::read_file(&p, 1 << 20).ok().flatten()
 }
 
 /// Whether DNS capture is on in the cluster.env installed under `root` (the desired
 /// state in force); false when there is none.
 pub fn installed(root: &Root) -> bool {
-    let Some(spec) = crate::layout::file_for(Member::ClusterEnv) else {
-        return false;
+    installed_env(root).is_some_and(|d| capture_in_cluster_env(&d))
+}
+
+/// The key that moves the DNS proxy (pilot/cmd/pilot-agent/options/options.go).
+pub const ADDR_KEY: &str = "DNS_PROXY_ADDR";
+
+/// Where the DNS proxy listens for a `DNS_PROXY_ADDR` value (default
+/// `localhost:15053`); `localhost` is asked on 127.0.0.1, which the agent binds when
+/// resolv.conf has an IPv4 nameserver (dns.go). `None`: not a `host:port` it can use.
+pub fn proxy_addr(value: Option<&str>) -> Option<SocketAddr> {
+    let v = value.filter(|v| !v.is_empty()).unwrap_or("localhost:15053");
+    let (host, port) = v.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = match host {
+        "localhost" | "" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        h => h.parse().ok()?,
     };
-    root.resolve(Path::new(spec.path))
-        .ok()
-        .and_then(|p| crate::fsx::read_file(&p, 1 << 20).ok().flatten())
-        .is_some_and(|d| capture_in_cluster_env(&d))
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The DNS proxy's address per the installed cluster.env: `Err` with the value when it
+/// cannot be used.
+pub fn installed_proxy_addr(root: &Root) -> Result<SocketAddr, String> {
+    let v = installed_env(root).and_then(|d| env_value(&d, ADDR_KEY));
+    proxy_addr(v.as_deref()).ok_or_else(|| {
+        format!(
+            "{ADDR_KEY}='{}' in cluster.env is not an address:port",
+            crate::bundle::printable(v.as_deref().unwrap_or(""), 80)
+        )
+    })
 }
 
 /// The nameservers in the root's resolv.conf now, or why they cannot be read (missing,
@@ -198,6 +229,27 @@ mod tests {
             b"ISTIO_META_DNS_CAPTURE_X='true'\n"
         ));
         assert!(!capture_in_cluster_env(b"\xff\n'"));
+    }
+
+    #[test]
+    fn proxy_addresses() {
+        let a = |v: Option<&str>| proxy_addr(v).map(|a| a.to_string());
+        assert_eq!(a(None).as_deref(), Some("127.0.0.1:15053"));
+        assert_eq!(a(Some("")).as_deref(), Some("127.0.0.1:15053"));
+        assert_eq!(a(Some("localhost:5353")).as_deref(), Some("127.0.0.1:5353"));
+        assert_eq!(a(Some("127.0.0.2:53")).as_deref(), Some("127.0.0.2:53"));
+        assert_eq!(a(Some("[::1]:15053")).as_deref(), Some("[::1]:15053"));
+        for bad in ["15053", "host.example:53", "localhost:x", "localhost:99999"] {
+            assert_eq!(a(Some(bad)), None, "{bad}");
+        }
+        assert_eq!(
+            env_value(
+                b"DNS_PROXY_ADDR='localhost:53'\nDNS_PROXY_ADDR_X=1\n",
+                ADDR_KEY
+            )
+            .as_deref(),
+            Some("localhost:53")
+        );
     }
 
     #[test]

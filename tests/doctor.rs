@@ -315,3 +315,38 @@ fn stopped_service_and_left_over_chains() {
         "{ipt:#}"
     );
 }
+
+/// `DNS_PROXY_ADDR` in cluster.env moves the DNS proxy (pilot-agent options.go): doctor
+/// asks it there.
+#[test]
+fn dns_proxy_addr_is_followed() {
+    let env = String::from_utf8(common::example_member("cluster.env")).unwrap();
+    let root = applied(Spec::example().set(
+        "cluster.env",
+        format!("{env}DNS_PROXY_ADDR='127.0.0.1:5353'\n"),
+    ));
+    // dnsmasq on 5353 only: 15053 is silent.
+    let o = netns::run(
+        Some(&[MESH_OK, EXTERNAL_OK]),
+        OsStr::new(BIN),
+        [
+            OsStr::new("doctor"),
+            OsStr::new("--root"),
+            root.path().as_os_str(),
+            OsStr::new("--output"),
+            OsStr::new("json"),
+        ],
+        &[("DNSMASQ_PORT", OsStr::new("5353"))],
+    );
+    let (v, dns) = json(&o);
+    assert_eq!(dns["verdict"], "ok", "{v:#}");
+    let o = doctor(&root, None, "json");
+    let (_, dns) = json(&o);
+    assert!(
+        dns["summary"]
+            .as_str()
+            .unwrap()
+            .contains("nothing answers on 127.0.0.1:5353"),
+        "{dns:#}"
+    );
+}

@@ -1,7 +1,8 @@
 //! The DNS capture section: with `ISTIO_META_DNS_CAPTURE` on, a mesh name (the host of
 //! the installed mesh config's discoveryAddress) and an external name (`[doctor]
-//! external_name`) are both asked of pilot-agent's DNS proxy on 127.0.0.1:15053 over
-//! UDP, and the failing side is named ([`judge`]).
+//! external_name`) are both asked of pilot-agent's DNS proxy over UDP, on 127.0.0.1:15053
+//! or where cluster.env's `DNS_PROXY_ADDR` puts it, and the failing side is named
+//! ([`judge`]).
 //!
 //! How the proxy answers (istio/istio pkg/dns/client/dns.go, `ServeDNS`): a name in the
 //! table istiod sends is answered by the agent itself; any other is forwarded to the
@@ -63,7 +64,12 @@ pub fn query(server: SocketAddr, name: &str, wait: Duration) -> Answer {
         Ok(b) => b,
         Err(e) => return Answer::Silent(format!("cannot encode the query: {e}")),
     };
-    let bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    let any: IpAddr = if server.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let bind = SocketAddr::new(any, 0);
     let sock = match UdpSocket::bind(bind).and_then(|s| s.connect(server).map(|_| s)) {
         Ok(s) => s,
         Err(e) => return Answer::Silent(e.to_string()),
@@ -135,6 +141,8 @@ pub struct Probe {
     pub external: (String, Answer),
     /// The nameservers in resolv.conf now.
     pub upstreams: BTreeSet<String>,
+    /// Where the DNS proxy was asked.
+    pub server: SocketAddr,
 }
 
 /// The section from what the queries got: which side fails.
@@ -164,7 +172,7 @@ pub fn judge(p: &Probe) -> Section {
     let (verdict, summary, hint) = if silent {
         (
             Verdict::Fail,
-            format!("capture is on but nothing answers on 127.0.0.1:{}: the proxy's DNS proxy is not running, so every lookup on this VM fails", dns_capture::PROXY_PORT),
+            format!("capture is on but nothing answers on {}: the proxy's DNS proxy is not running, so every lookup on this VM fails", p.server),
             Some("start istio (`systemctl start istio`) and see `journalctl -u istio` and /var/log/istio/istio.log for why it is down".to_string()),
         )
     } else if mesh_ok && ext_ok {
@@ -227,7 +235,18 @@ pub fn section(root: &Root, external: &str) -> Section {
             hint: None,
         };
     }
-    let server = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), dns_capture::PROXY_PORT);
+    let server = match dns_capture::installed_proxy_addr(root) {
+        Ok(s) => s,
+        Err(e) => {
+            return Section {
+                kind: Kind::DnsCapture,
+                verdict: Verdict::Unknown,
+                summary: format!("capture is on, but where the DNS proxy listens is unknown: {e}"),
+                details: Vec::new(),
+                hint: None,
+            }
+        }
+    };
     let wait = Duration::from_millis(1500);
     let probe = Probe {
         mesh: mesh_name(root).map(|n| {
@@ -236,6 +255,7 @@ pub fn section(root: &Root, external: &str) -> Section {
         }),
         external: (external.to_string(), query(server, external, wait)),
         upstreams: dns_capture::current(root).unwrap_or_default(),
+        server,
     };
     judge(&probe)
 }
@@ -249,6 +269,7 @@ mod tests {
             mesh: Some(("istiod.istio-system.svc".into(), mesh)),
             external: ("example.com".into(), ext),
             upstreams: ["10.0.0.2".to_string()].into(),
+            server: "127.0.0.1:15053".parse().unwrap(),
         }
     }
 

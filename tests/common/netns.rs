@@ -13,12 +13,13 @@ use std::ffi::OsStr;
 use std::process::{Command, Output, Stdio};
 
 /// Runs in the namespace: loopback up, dnsmasq when `$DNSMASQ_ARGS` is set (split on
-/// blanks: the tests' arguments have none inside), then the command, then dnsmasq is
+/// blanks: the tests' arguments have none inside) on `$DNSMASQ_PORT` (15053), then the
+/// command, then dnsmasq is
 /// stopped; the command's status is the script's.
 const SCRIPT: &str = r#"
 ip link set lo up || exit 90
 if [ -n "$DNSMASQ_ARGS" ]; then
-  dnsmasq --conf-file=/dev/null -u root --port 15053 --listen-address 127.0.0.1 \
+  dnsmasq --conf-file=/dev/null -u root --port "${DNSMASQ_PORT:-15053}" --listen-address 127.0.0.1 \
     --bind-interfaces --no-resolv --no-hosts --pid-file="$PIDFILE" $DNSMASQ_ARGS || exit 91
 fi
 "$@"

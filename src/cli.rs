@@ -36,6 +36,9 @@ pub enum Command {
     Recover(RecoverArgs),
     /// Show the proxy's health, why it is not ready, expiries, package, last apply.
     Status(StatusArgs),
+    /// Check the installed state for a support ticket: service, health, identity,
+    /// iptables, DNS capture (no secrets); exit 40 when a check fails.
+    Doctor(StatusArgs),
     /// Keep this VM in the mesh: reconcile on bundle change and drift, watch health
     /// (run by vmagent.service).
     Daemon {
@@ -233,6 +236,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Check(c) => check(c),
         Command::Recover(r) => recover(r),
         Command::Status(s) => status(s),
+        Command::Doctor(d) => doctor(d),
         Command::Uninstall {
             root,
             purge,
@@ -371,6 +375,22 @@ fn status(s: StatusArgs) -> u8 {
         Format::Text => report::out(&report::status_text(&st)),
     }
     st.exit_code(crate::timefmt::now())
+}
+
+fn doctor(d: StatusArgs) -> u8 {
+    match crate::doctor::run(&d.root) {
+        Ok(r) => {
+            match d.output {
+                Format::Json => match serde_json::to_string_pretty(&r) {
+                    Ok(j) => report::out(&format!("{j}\n")),
+                    Err(e) => report::err_line(&format!("error: cannot render JSON: {e}")),
+                },
+                Format::Text => report::out(&report::doctor_text(&r)),
+            }
+            r.exit_code
+        }
+        Err(e) => fail(Document::new("doctor"), &RunError::Root(e), d.output),
+    }
 }
 
 fn fail(doc: Document, e: &RunError, format: Format) -> u8 {

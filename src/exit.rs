@@ -22,3 +22,5 @@ pub const IDENTITY_LAPSED: u8 = 8;
 /// The token provider gave no usable token (`[token]`: file, exec, kubernetes).
 pub const TOKEN: u8 = 9;
 // 10-27: the proxy is not ready, by failure kind: see `health::Failure::exit_code`.
+/// `vmagent doctor`: a section failed (its hint says what to do).
+pub const DOCTOR: u8 = 40;

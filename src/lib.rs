@@ -12,6 +12,8 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod dns_capture;
+pub mod doctor;
 pub mod etc_hosts;
 pub mod exit;
 pub mod fsx;

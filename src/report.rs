@@ -10,6 +10,9 @@ use crate::plan::render::ActionView;
 use crate::run::{ApplyStatus, Outcome, RunError};
 use crate::timefmt::{human_duration, now, rfc3339};
 
+mod doctor;
+pub use doctor::doctor_text;
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -5,10 +5,12 @@
 # maintainer scripts; dpkg-dev: dpkg-deb for the .deb fixtures; openssl: test certificates;
 # openssh-client: ssh-keygen signs and checks bundles (tests/signing.rs, [trust]);
 # logrotate: the real rotation of the installed rule (tests/logrotate.rs);
-# openssh-server: the real sshd the lock-out guard tests start (tests/common/sshd.rs).
+# openssh-server: the real sshd the lock-out guard tests start (tests/common/sshd.rs);
+# dnsmasq-base: the DNS server standing in for pilot-agent's DNS proxy (tests/doctor.rs;
+# the binary only, no system service on port 53); iptables: doctor's iptables section.
 set -euo pipefail
 need=()
-for pkg in rpm busybox-static dpkg-dev openssl openssh-client openssh-server logrotate; do
+for pkg in rpm busybox-static dpkg-dev openssl openssh-client openssh-server logrotate dnsmasq-base iptables; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ "${#need[@]}" -eq 0 ] && exit 0

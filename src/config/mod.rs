@@ -12,10 +12,12 @@ use thiserror::Error;
 use crate::fsx;
 use crate::root::Root;
 
+pub mod doctor;
 pub mod logs;
 pub mod overrides;
 pub mod token;
 pub mod trust;
+pub use doctor::DoctorConfig;
 pub use logs::LogsConfig;
 pub use overrides::OverridesConfig;
 pub use token::{ProviderKind, TokenConfig};
@@ -82,6 +84,9 @@ pub struct Config {
     /// `[logs]`
     #[serde(default)]
     pub logs: LogsConfig,
+    /// `[doctor]`
+    #[serde(default)]
+    pub doctor: DoctorConfig,
 }
 
 /// `[paths]`: where vmagent keeps its own files.
@@ -163,6 +168,14 @@ pub struct DaemonConfig {
     /// more when it lapses): see `identity::timeline::urgency`.
     #[serde(default = "d_identity_warn")]
     pub identity_warn_secs: Vec<u64>,
+    /// With DNS capture on, how long /etc/resolv.conf must stay quiet after a change
+    /// before istio is restarted for new nameservers (milliseconds).
+    #[serde(default = "d_resolv_debounce")]
+    pub resolv_debounce_ms: u64,
+}
+
+fn d_resolv_debounce() -> u64 {
+    2000
 }
 
 fn d_drift() -> u64 {
@@ -185,6 +198,7 @@ impl Default for DaemonConfig {
             probe_interval_secs: d_probe(),
             token_warn_percent: d_token_warn(),
             identity_warn_secs: d_identity_warn(),
+            resolv_debounce_ms: d_resolv_debounce(),
         }
     }
 }
@@ -384,6 +398,7 @@ impl Config {
         self.token.validate()?;
         self.trust.validate()?;
         self.logs.validate()?;
+        self.doctor.check()?;
         if !self.health.ready_url.starts_with("http://")
             && !self.health.ready_url.starts_with("https://")
         {
@@ -434,7 +449,12 @@ impl Config {
     /// arithmetic (`Instant + Duration` panics), zero would spin. One line per error,
     /// naming the key, the value and the range (the caller adds the file).
     fn check_ranges(&self) -> Result<(), String> {
-        let numbers: [(&str, u64, std::ops::RangeInclusive<u64>); 10] = [
+        let numbers: [(&str, u64, std::ops::RangeInclusive<u64>); 11] = [
+            (
+                "daemon.resolv_debounce_ms",
+                self.daemon.resolv_debounce_ms,
+                0..=HOUR * 1000,
+            ),
             (
                 "source.poll_interval_secs",
                 self.source.poll_interval_secs,

@@ -133,6 +133,7 @@ enum Wake {
     Source,
     Logs,
     TokenFile,
+    Resolv,
     Timer,
 }
 
@@ -190,6 +191,7 @@ impl Daemon {
                 self.reconcile("drift check").await?;
             }
             self.step_token().await?;
+            self.step_resolv().await?;
             self.poll_source().await?;
             self.step_health(now >= self.next_probe).await?;
             self.check_trial().await?;
@@ -208,6 +210,7 @@ impl Daemon {
                     }
                 }
                 Wake::TokenFile => self.token_file_event(),
+                Wake::Resolv => self.resolv_event(),
                 Wake::Logs | Wake::Timer => {}
             }
         }
@@ -231,12 +234,16 @@ impl Daemon {
         if let Some(t) = self.token_due() {
             wake = wake.min(t);
         }
+        if let Some(t) = self.resolv.due() {
+            wake = wake.min(t);
+        }
         let src = match &self.source {
             Source::Path(_, Some(w)) => Some(w.fd()),
             _ => None,
         };
         let logs = self.monitor.fd();
         let token_file = self.token.fd();
+        let resolv = self.resolv.fd();
         tokio::select! {
             _ = self.intr.term.recv() => Wake::Stop,
             _ = self.intr.int.recv() => Wake::Stop,
@@ -244,6 +251,7 @@ impl Daemon {
             _ = readable(src) => Wake::Source,
             _ = readable(logs) => Wake::Logs,
             _ = readable(token_file) => Wake::TokenFile,
+            _ = readable(resolv) => Wake::Resolv,
             _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
         }
     }

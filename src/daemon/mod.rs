@@ -21,13 +21,16 @@
 //!
 //! The parts: `event_loop` (signals, descriptors, timers), `source` (where bundles
 //! come from), `reconcile` (staging, `run::apply`, last-known-good effects), `publish`
-//! (status file, sd_notify, log, report URL), [`report_url`] (the report sender task).
+//! (status file, sd_notify, log, report URL), [`report_url`] (the report sender task),
+//! `resolv_watch` (with DNS capture on, istio restarted when resolv.conf's nameservers
+//! change).
 
 mod event_loop;
 mod publish;
 mod reconcile;
 mod remote;
 pub mod report_url;
+mod resolv_watch;
 mod source;
 pub mod store;
 mod token_timer;
@@ -120,6 +123,8 @@ struct Daemon {
     reported: Option<(HealthView, Vec<String>)>,
     /// The `[token]` provider's refresh timer.
     token: token_timer::TokenTimer,
+    /// resolv.conf, watched for DNS capture.
+    resolv: resolv_watch::ResolvWatch,
 }
 
 impl Daemon {
@@ -168,8 +173,10 @@ impl Daemon {
             status_line: String::new(),
             reported: None,
             token: Default::default(),
+            resolv: Default::default(),
         };
         d.watch_source();
+        d.resolv_setup();
         Ok(d)
     }
 
@@ -188,6 +195,7 @@ impl Daemon {
                 // Path, URL, CA or headers may have changed: the source is made anew (a
                 // URL's validators are on disk, so nothing is downloaded again).
                 self.watch_source();
+                self.resolv_setup();
                 self.pending = Some((Instant::now(), "configuration reloaded"));
             }
             Err(e) => {

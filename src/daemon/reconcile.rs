@@ -135,6 +135,7 @@ impl Daemon {
                 }
                 if svc.iter().any(|a| a == "start" || a == "restart") {
                     self.monitor.mark();
+                    self.resolv_started();
                 }
                 self.lkg(Event::Applied {
                     digest,

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use inotify::{Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 use super::remote::{Polled, Remote};
 use super::Daemon;
@@ -26,40 +26,50 @@ pub(super) enum Source {
     Invalid(String),
 }
 
-/// A watch on one bundle path.
+/// A watch on one bundle path (or on a few files: [`Watch::files`]).
 pub struct Watch {
     inotify: Inotify,
-    /// The file name to look for in the parent's events (`None`: the path is a
-    /// directory watched itself, every event counts).
-    name: Option<OsString>,
+    /// Per watched directory, the file name to look for in its events (`None`: the
+    /// path is a directory watched itself, every event counts).
+    targets: Vec<(WatchDescriptor, Option<OsString>)>,
 }
+
+/// What changes a watched file, seen from its directory.
+const MASK: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::CREATE)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::MODIFY);
 
 impl Watch {
     /// Watches `host` (a host path): a directory bundle itself, a file through its
     /// parent directory (editors and `cp`/`mv` replace files, which a watch on the file's
     /// inode would miss).
     pub fn new(host: &Path) -> io::Result<Self> {
-        let inotify = Inotify::init()?;
-        let mask = WatchMask::CLOSE_WRITE
-            | WatchMask::MOVED_TO
-            | WatchMask::MOVED_FROM
-            | WatchMask::CREATE
-            | WatchMask::DELETE
-            | WatchMask::ATTRIB
-            | WatchMask::MODIFY;
         if host.is_dir() {
-            inotify.watches().add(host, mask)?;
+            let inotify = Inotify::init()?;
+            let wd = inotify.watches().add(host, MASK)?;
             return Ok(Watch {
                 inotify,
-                name: None,
+                targets: vec![(wd, None)],
             });
         }
-        let parent = host.parent().unwrap_or(Path::new("/"));
-        inotify.watches().add(parent, mask)?;
-        Ok(Watch {
-            inotify,
-            name: host.file_name().map(|n| n.to_os_string()),
-        })
+        Watch::files(&[host.to_path_buf()])
+    }
+
+    /// Watches files (host paths), each through its parent directory, on one
+    /// descriptor: a file and the target of a symlink to it, say.
+    pub fn files(hosts: &[PathBuf]) -> io::Result<Self> {
+        let inotify = Inotify::init()?;
+        let mut targets = Vec::new();
+        for host in hosts {
+            let parent = host.parent().unwrap_or(Path::new("/"));
+            let wd = inotify.watches().add(parent, MASK)?;
+            targets.push((wd, host.file_name().map(|n| n.to_os_string())));
+        }
+        Ok(Watch { inotify, targets })
     }
 
     /// The descriptor to poll.
@@ -75,11 +85,16 @@ impl Watch {
             let mut n = 0;
             for e in events {
                 n += 1;
-                hit |= match (&self.name, e.name) {
-                    (None, _) => true,
-                    (Some(want), Some(got)) => want.as_os_str() == got,
-                    (Some(_), None) => false,
-                };
+                // A queue overflow lost events: count it as a change.
+                hit |= e.mask.contains(EventMask::Q_OVERFLOW)
+                    || self.targets.iter().any(|(wd, name)| {
+                        *wd == e.wd
+                            && match (name, e.name) {
+                                (None, _) => true,
+                                (Some(want), Some(got)) => want.as_os_str() == got,
+                                (Some(_), None) => false,
+                            }
+                    });
             }
             if n == 0 {
                 break;

@@ -6,6 +6,8 @@
 
 pub mod daemon_vm;
 pub mod fake_systemd;
+pub mod mesh_vm;
+pub mod netns;
 pub mod output;
 pub mod packages;
 pub mod ready_server;

@@ -164,6 +164,10 @@ pub struct ApplyArgs {
     /// Accept a token that has expired (e.g. the workload certificate is still valid).
     #[arg(long)]
     pub allow_expired_token: bool,
+    /// Skip the online preflight (istiod reachable with this bundle's root certificate,
+    /// clock, ports, address) that runs first when the root is `/`.
+    #[arg(long)]
+    pub no_preflight: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -178,6 +182,13 @@ pub struct CheckArgs {
     /// Accept a token that has expired.
     #[arg(long)]
     pub allow_expired_token: bool,
+    /// Also run the online preflight: reach istiod as the proxy will (DNS, TCP, TLS
+    /// against the bundle's root certificate), clock, ports, advertised address.
+    #[arg(long)]
+    pub online: bool,
+    /// Target root whose config (`[preflight]`) and istio-proxy account --online uses.
+    #[arg(long, value_name = "DIR", default_value = "/", requires = "online")]
+    pub root: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -388,6 +399,7 @@ fn apply(a: ApplyArgs) -> u8 {
         wait: a.wait.map(Duration::from_secs),
         config: None,
         status_file: true,
+        preflight: !a.no_preflight,
     };
     match run::apply(&opts, waiting(&a.root.root), &mut report::health_event) {
         Ok(o) => {
@@ -406,6 +418,9 @@ fn apply(a: ApplyArgs) -> u8 {
 }
 
 fn check(c: CheckArgs) -> u8 {
+    if c.online {
+        return check_online(c);
+    }
     match run::check(&c.bundle, c.allow_expired_token) {
         Ok(b) => {
             match c.output {
@@ -434,6 +449,45 @@ fn check(c: CheckArgs) -> u8 {
         }
         Err(e) => fail(Document::new("check"), &e, c.output),
     }
+}
+
+fn check_online(c: CheckArgs) -> u8 {
+    let (b, r) = match run::check_online(&c.bundle, &c.root, c.allow_expired_token) {
+        Ok(x) => x,
+        Err(e) => return fail(Document::new("check"), &e, c.output),
+    };
+    let code = r.exit_code();
+    match c.output {
+        Format::Json => {
+            let mut d = Document::new("check").with_bundle(&b);
+            d.result = match code {
+                exit::OK => CommandResult::Valid,
+                _ => CommandResult::Error,
+            };
+            d.exit_code = code;
+            d.warnings = b.warnings.clone();
+            d.error = (code != exit::OK).then(|| r.failure_lines().join("; "));
+            d.preflight = Some(r);
+            d.print_json();
+        }
+        Format::Text => {
+            for w in &b.warnings {
+                report::info_line(&format!("warning: {w}"));
+            }
+            report::out(&format!(
+                "bundle {} is valid: {}\n",
+                c.bundle.display(),
+                report::bundle_line(&b)
+            ));
+            for check in &r.checks {
+                report::out(&format!("{}\n", check.line()));
+            }
+            for line in r.failure_lines() {
+                report::err_line(&format!("error: {line}"));
+            }
+        }
+    }
+    code
 }
 
 fn recover(r: RecoverArgs) -> u8 {

@@ -23,6 +23,7 @@ pub mod logging;
 pub mod net;
 pub mod package;
 pub mod plan;
+pub mod preflight;
 pub mod pristine;
 pub mod redact;
 pub mod report;

@@ -99,6 +99,8 @@ pub struct Document {
     pub health: Option<crate::status::HealthView>,
     /// How long apply waited for the proxy, in milliseconds.
     pub waited_ms: Option<u64>,
+    /// The online preflight's checks (apply, `check --online`), when they ran.
+    pub preflight: Option<crate::preflight::Report>,
 }
 
 impl Document {
@@ -120,6 +122,7 @@ impl Document {
             service: None,
             health: None,
             waited_ms: None,
+            preflight: None,
         }
     }
 
@@ -164,6 +167,7 @@ impl Document {
             ));
             d.waited_ms = Some(h.waited.as_millis() as u64);
         }
+        d.preflight = o.preflight.clone();
         d.exit_code = o.exit_code();
         d
     }
@@ -173,6 +177,9 @@ impl Document {
         self.result = CommandResult::Error;
         self.exit_code = e.exit_code();
         self.error = Some(e.to_string());
+        if let RunError::Preflight { report, .. } = e {
+            self.preflight = Some((**report).clone());
+        }
         self
     }
 

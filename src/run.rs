@@ -84,6 +84,15 @@ pub enum RunError {
         /// The installer command that ran.
         command: String,
     },
+    /// The online preflight failed (exit 30-37, the first failed check's class);
+    /// nothing was written. `lines`: one per failed check, cause and fix.
+    #[error("the online preflight failed ({} of {} checks); nothing was changed: fix the causes below and run again (or skip: --no-preflight, [preflight] skip)", lines.len(), report.checks.len())]
+    Preflight {
+        /// Every check's result.
+        report: Box<crate::preflight::Report>,
+        /// The failed checks, one line each.
+        lines: Vec<String>,
+    },
 }
 
 /// Process exit codes (moved to [`crate::exit`]; re-exported for the CLI).
@@ -95,6 +104,7 @@ impl RunError {
         match self {
             RunError::Package(PackageError::Install { tail, .. }) => tail,
             RunError::AfterPackage { cause, .. } => cause.detail_lines(),
+            RunError::Preflight { lines, .. } => lines,
             _ => &[],
         }
     }
@@ -121,6 +131,7 @@ impl RunError {
             ) => exit::PREREQUISITE,
             RunError::Service(_) => exit::SERVICE,
             RunError::AfterPackage { cause, .. } => cause.exit_code(),
+            RunError::Preflight { report, .. } => report.exit_code(),
         }
     }
 }
@@ -152,6 +163,9 @@ pub struct ApplyOptions {
     pub config: Option<Config>,
     /// Write the status file (the CLI); the daemon writes its own.
     pub status_file: bool,
+    /// Run the online preflight first (false: --no-preflight, and the daemon), when
+    /// `[preflight]` enables it for this root.
+    pub preflight: bool,
 }
 
 /// How the wait for ready ended.
@@ -208,6 +222,8 @@ pub struct Outcome {
     pub service: Option<service::Outcome>,
     /// The wait for ready (`None`: not started here, or offline).
     pub health: Option<HealthOutcome>,
+    /// The online preflight's results (`None`: not run).
+    pub preflight: Option<crate::preflight::Report>,
 }
 
 impl Outcome {
@@ -261,6 +277,11 @@ pub fn apply(
         matches!(&located, Ok((_, c)) if c.token.provider != crate::config::ProviderKind::Bundle);
     let mut bundle = check(&opts.bundle, opts.allow_expired_token || replaced)?;
     let (root, cfg) = located?;
+    // First of all, before the token provider, the package, the lock or any write.
+    let preflight = match opts.preflight && cfg.preflight.runs(root.is_live()) {
+        true => Some(passed(crate::preflight::online(&bundle, &root, &cfg))?),
+        false => None,
+    };
     let fresh = provider_token(&root, &cfg, &mut bundle)?;
     let step = match &opts.package {
         Some(req) => Some(package::Step::new(&root, &bundle, req, &cfg)?),
@@ -301,6 +322,7 @@ pub fn apply(
             recovered: None,
             service: None,
             health: None,
+            preflight,
         });
     }
     if opts.start {
@@ -411,6 +433,7 @@ pub fn apply(
         recovered,
         service,
         health: None,
+        preflight,
     };
     if let (Some(s), Some(m)) = (&o.service, monitor) {
         if s.running && s.offline.is_none() {
@@ -429,6 +452,33 @@ pub fn apply(
         }
     }
     Ok(o)
+}
+
+/// `report` when every check passed, else the error that stops the run.
+fn passed(report: crate::preflight::Report) -> Result<crate::preflight::Report, RunError> {
+    if report.passed() {
+        return Ok(report);
+    }
+    let lines = report.failure_lines();
+    Err(RunError::Preflight {
+        report: Box::new(report),
+        lines,
+    })
+}
+
+/// `vmagent check --online`: the bundle, then every online check (config from `root`;
+/// `[preflight] enabled` does not apply: it was asked for).
+pub fn check_online(
+    bundle: &Path,
+    root: &Path,
+    allow_expired_token: bool,
+) -> Result<(Bundle, crate::preflight::Report), RunError> {
+    let root = Root::new(root)?;
+    let cfg = Config::load(&root)?;
+    let replaced = cfg.token.provider != crate::config::ProviderKind::Bundle;
+    let b = check(bundle, allow_expired_token || replaced)?;
+    let report = crate::preflight::online(&b, &root, &cfg);
+    Ok((b, report))
 }
 
 /// With a `[token]` provider, its token in place of the bundle's (see

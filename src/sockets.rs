@@ -144,7 +144,11 @@ fn socket_holders(proc_dir: &Path) -> io::Result<HashMap<u64, Vec<Owner>>> {
     let mut map: HashMap<u64, Vec<Owner>> = HashMap::new();
     for entry in fs::read_dir(proc_dir)? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let dir = entry.path();

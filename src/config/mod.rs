@@ -12,7 +12,9 @@ use thiserror::Error;
 use crate::fsx;
 use crate::root::Root;
 
+pub mod preflight;
 pub mod token;
+pub use preflight::{CheckName, PreflightConfig};
 pub use token::{ProviderKind, TokenConfig};
 
 /// System path of the config file.
@@ -67,6 +69,9 @@ pub struct Config {
     /// `[token]`
     #[serde(default)]
     pub token: TokenConfig,
+    /// `[preflight]`
+    #[serde(default)]
+    pub preflight: PreflightConfig,
 }
 
 /// `[paths]`: where vmagent keeps its own files.
@@ -364,6 +369,7 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         self.check_ranges()?;
         self.token.validate()?;
+        self.preflight.validate()?;
         if !self.health.ready_url.starts_with("http://")
             && !self.health.ready_url.starts_with("https://")
         {

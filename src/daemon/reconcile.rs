@@ -78,6 +78,9 @@ impl Daemon {
             wait: Some(Duration::ZERO),
             config: Some(self.cfg.clone()),
             status_file: false,
+            // Never here: an unreachable istiod must not stop a drift repair (e.g. of
+            // /etc/hosts), and a new bundle stays guarded by health + last-known-good.
+            preflight: false,
         };
         let started = Instant::now();
         // Blocking (files, dpkg, systemctl) on the pool; signals and the watchdog are

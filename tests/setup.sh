@@ -3,9 +3,11 @@
 # machine through tests/run-all.sh). rpm: real rpm/rpmbuild for the .rpm fixture tests;
 # busybox-static: a /bin/sh inside test roots, where dpkg and rpm chroot to run
 # maintainer scripts; dpkg-dev: dpkg-deb for the .deb fixtures; openssl: test certificates.
+# nftables: the drop rule of the preflight timeout test; iproute2 (ip netns), util-linux
+# (nsenter): the network namespaces of tests/preflight.rs.
 set -euo pipefail
 need=()
-for pkg in rpm busybox-static dpkg-dev openssl; do
+for pkg in rpm busybox-static dpkg-dev openssl nftables iproute2 util-linux; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ "${#need[@]}" -eq 0 ] && exit 0

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_systemd;
+pub mod mesh_net;
 pub mod output;
 pub mod packages;
 pub mod ready_server;

@@ -9,15 +9,17 @@ use thiserror::Error;
 use crate::apply::{self, lock, ApplyError};
 use crate::bundle::{Bundle, BundleError, Member, ReadOptions};
 use crate::config::{Config, ConfigError};
-use crate::health::monitor::{Event, Monitor};
+use crate::health::monitor::Event;
 use crate::health::{Health, State};
 use crate::identity::provider::ProviderError;
 use crate::package::{self, PackageError};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
 use crate::root::{Root, RootError};
 use crate::service::{self, ServiceError};
-use crate::status::{ApplyResult, HealthView, LastApply, StatusFile};
 use crate::timefmt;
+
+mod watch;
+use watch::watch;
 
 /// Everything that can stop a run, each mapped to an exit code.
 #[derive(Debug, Error)]
@@ -497,76 +499,6 @@ fn provider_token(
     Ok(Some(fresh))
 }
 
-/// Waits for the proxy (up to `limit`; zero: not at all), keeping the status file
-/// current on every change.
-fn watch(
-    root: &Root,
-    o: &Outcome,
-    bundle: &Path,
-    mut m: Monitor,
-    limit: Duration,
-    store: bool,
-    on_health: &mut dyn FnMut(Event<'_>),
-) -> HealthOutcome {
-    let start = std::time::Instant::now();
-    let mut doc = StatusFile::new(HealthView::of(m.health(), m.since()));
-    if store {
-        doc.read_facts(root);
-    }
-    let result = match o.status {
-        ApplyStatus::Applied => ApplyResult::Applied,
-        _ => ApplyResult::UpToDate,
-    };
-    let last = |doc: &mut StatusFile, h: &Health, since: i64| {
-        // A new stage or evidence line is not a new state: `since` stays.
-        let since = match doc.health.since_unix {
-            Some(t) if doc.health.state == h.state => t,
-            _ => since,
-        };
-        doc.health = HealthView::of(h, since);
-        let code = HealthOutcome {
-            health: h.clone(),
-            waited: start.elapsed(),
-            limit,
-        }
-        .exit_code();
-        doc.last_apply = Some(LastApply {
-            at: timefmt::rfc3339(timefmt::now()),
-            result: result.clone(),
-            exit_code: code,
-            bundle: bundle.display().to_string(),
-        });
-        if !store {
-            return;
-        }
-        if let Err(e) = doc.store(root) {
-            tracing::warn!(error = %e, "cannot write the status file");
-        }
-    };
-    if limit.is_zero() {
-        last(&mut doc, m.health(), m.since());
-    } else {
-        let mut changed: Option<(Health, i64)> = None;
-        m.wait(limit, &mut |ev| {
-            if let Event::Changed(h) = &ev {
-                changed = Some(((*h).clone(), timefmt::now()));
-            }
-            on_health(ev);
-            if let Some((h, since)) = changed.take() {
-                if h.state != State::Ready && h.state != State::Failed {
-                    last(&mut doc, &h, since);
-                }
-            }
-        });
-        last(&mut doc, m.health(), m.since());
-    }
-    HealthOutcome {
-        health: m.health().clone(),
-        waited: start.elapsed(),
-        limit,
-    }
-}
-
 /// Records (once per path) what the destinations of `plan` hold now, so `vmagent
 /// uninstall` can put it back; `refresh` retakes entries never committed.
 fn capture_originals(root: &Root, plan: &Plan, refresh: bool) -> Result<(), RunError> {
@@ -628,47 +560,4 @@ pub fn discard_journal(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The record failing after the package step must not claim nothing changed: the
-    /// package is installed and stays, and the message says how to undo it.
-    #[test]
-    fn record_failure_after_the_package_says_what_changed() {
-        let t = tempfile::tempdir().unwrap();
-        let root = Root::new(t.path()).unwrap();
-        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
-        let e = after_package(pristine_err(&root, io), &Some("dpkg -i /x.deb".into()));
-        let msg = e.to_string();
-        assert!(!msg.contains("nothing was changed"), "{msg}");
-        assert!(msg.contains("no file of the bundle was written"), "{msg}");
-        assert!(
-            msg.contains("installed by `dpkg -i /x.deb` and stays installed"),
-            "{msg}"
-        );
-        assert!(msg.contains("`vmagent uninstall`"), "{msg}");
-        assert_eq!(e.exit_code(), exit::FAILED);
-    }
-
-    /// An OS failure while planning is exit 1; only something in the way is exit 4
-    /// (before, every read or inspection failure was "in the way").
-    #[test]
-    fn plan_io_failures_are_exit_1_and_things_in_the_way_exit_4() {
-        let os = |code| std::io::Error::from_raw_os_error(code);
-        for (e, want) in [
-            (os(libc::EIO), exit::FAILED),
-            (os(libc::EACCES), exit::FAILED),
-            (os(libc::ENOTDIR), exit::PREREQUISITE),
-            (os(libc::ELOOP), exit::PREREQUISITE),
-            (
-                std::io::Error::other("not a regular file"),
-                exit::PREREQUISITE,
-            ),
-        ] {
-            let shown = e.to_string();
-            let err = RunError::Plan(plan::io_failed("/etc/hosts", "read", e));
-            assert_eq!(err.exit_code(), want, "{shown}: {err}");
-            assert!(err.to_string().contains("/etc/hosts"), "{err}");
-        }
-    }
-}
+mod tests;

@@ -540,5 +540,8 @@ fn notes(o: &Outcome) -> Vec<String> {
         }
     }
     v.extend(o.plan.notes.iter().cloned());
+    if let Some(r) = &o.preflight {
+        v.push(r.summary());
+    }
     v
 }

@@ -107,6 +107,8 @@ fn good_istiod_passes_and_apply_goes_on() {
     assert_eq!(check(&doc, "istiod")["status"], "ok", "{doc}");
     assert_eq!(check(&doc, "ports")["status"], "skipped", "{doc}");
     assert_eq!(doc["result"], "applied", "{doc}");
+    let note = doc["notes"].to_string();
+    assert!(note.contains("online preflight passed in"), "{doc}");
     assert!(root.at("/etc/certs/root-cert.pem").exists());
     // check --online says the same without touching anything.
     let o = vmagent()

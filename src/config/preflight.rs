@@ -111,3 +111,38 @@ impl PreflightConfig {
         self.enabled.unwrap_or(live)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_for_the_live_root_only_unless_configured() {
+        let mut c = PreflightConfig::default();
+        assert!(c.runs(true));
+        assert!(!c.runs(false));
+        c.enabled = Some(true);
+        assert!(c.runs(false));
+        c.enabled = Some(false);
+        assert!(!c.runs(true));
+    }
+
+    #[test]
+    fn names_and_ranges() {
+        let c: PreflightConfig = toml::from_str("skip = [\"clock\", \"ports\"]").unwrap();
+        assert_eq!(c.skip, vec![CheckName::Clock, CheckName::Ports]);
+        assert!(toml::from_str::<PreflightConfig>("skip = [\"clocks\"]").is_err());
+        let names: Vec<&str> = CheckName::ALL.iter().map(|n| n.name()).collect();
+        assert_eq!(
+            names,
+            ["istiod", "ca", "gateway", "clock", "ports", "address"]
+        );
+        let mut c = PreflightConfig::default();
+        assert!(c.validate().is_ok());
+        c.timeout_ms = 10;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("preflight.timeout_ms = 10"));
+    }
+}

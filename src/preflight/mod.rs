@@ -151,6 +151,17 @@ impl Report {
             .map_or(exit::OK, Failure::exit_code)
     }
 
+    /// One line for a passed preflight: how many checks passed or were skipped.
+    pub fn summary(&self) -> String {
+        let count = |st: Status| self.checks.iter().filter(|c| c.status == st).count();
+        format!(
+            "online preflight passed in {} ms: {} checks ok, {} skipped (istiod reachable with this bundle's root certificate)",
+            self.elapsed_ms,
+            count(Status::Ok),
+            count(Status::Skipped)
+        )
+    }
+
     /// One line per failed check: `name: cause; fix`.
     pub fn failure_lines(&self) -> Vec<String> {
         self.failures()

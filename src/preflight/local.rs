@@ -12,15 +12,15 @@ use crate::sockets::{Listener, Proto};
 
 use super::{CheckResult, Failure};
 
-/// The ports the proxy listens on (Envoy admin 15000, outbound 15001, 15004 debug,
-/// inbound 15006, agent 15020, health 15021, DNS 15053 TCP and UDP, metrics 15090):
-/// istio/istio pkg/config/constants and the "Ports used by Istio" page.
+/// The ports the proxy listens on, named as in istio/istio
+/// pilot/cmd/pilot-agent/status/server.go `istioReservedPorts` (15008, the HBONE tunnel
+/// of ambient/waypoints, is left out: a VM sidecar does not bind it).
 pub const PORTS: [(Proto, u16, &str); 9] = [
     (Proto::Tcp, 15000, "Envoy admin"),
-    (Proto::Tcp, 15001, "Envoy outbound"),
-    (Proto::Tcp, 15004, "agent debug"),
-    (Proto::Tcp, 15006, "Envoy inbound"),
-    (Proto::Tcp, 15020, "agent metrics and health"),
+    (Proto::Tcp, 15001, "outbound capture"),
+    (Proto::Tcp, 15004, "pilot debug"),
+    (Proto::Tcp, 15006, "inbound capture"),
+    (Proto::Tcp, 15020, "pilot-agent status"),
     (Proto::Tcp, 15021, "Envoy health"),
     (Proto::Tcp, 15053, "DNS proxy"),
     (Proto::Udp, 15053, "DNS proxy"),

@@ -171,6 +171,10 @@ pub struct ApplyArgs {
     /// then warns. For every run, the daemon's too: `lockout_guard = false` in [overrides].
     #[arg(long)]
     pub no_lockout_guard: bool,
+    /// Skip the online preflight (istiod reachable with this bundle's root certificate,
+    /// clock, ports, address) that runs first when the root is `/`.
+    #[arg(long)]
+    pub no_preflight: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -182,12 +186,17 @@ pub struct CheckArgs {
     /// The bundle: a .tar, .tar.gz/.tgz, or the directory istioctl wrote.
     #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
-    /// The root whose configuration (`[trust]`) applies.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
     /// Accept a token that has expired.
     #[arg(long)]
     pub allow_expired_token: bool,
+    /// Also run the online preflight: reach istiod as the proxy will (DNS, TCP, TLS
+    /// against the bundle's root certificate), clock, ports, advertised address.
+    #[arg(long)]
+    pub online: bool,
+    /// The root whose configuration applies (`[trust]`; with --online, `[preflight]`
+    /// and its istio-proxy account).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -424,6 +433,7 @@ fn apply(a: ApplyArgs) -> u8 {
         config: None,
         status_file: true,
         lockout_guard: !a.no_lockout_guard,
+        preflight: !a.no_preflight,
     };
     match run::apply(&opts, waiting(&a.root.root), &mut report::health_event) {
         Ok(o) => {
@@ -448,6 +458,9 @@ fn check(c: CheckArgs) -> u8 {
         Ok(_) => None,
         Err(e) => return fail(Document::new("check"), &e, c.output),
     };
+    if c.online {
+        return check_online(c);
+    }
     match run::check(&c.bundle, c.allow_expired_token) {
         Ok(b) => {
             match c.output {
@@ -480,6 +493,45 @@ fn check(c: CheckArgs) -> u8 {
         }
         Err(e) => fail(Document::new("check"), &e, c.output),
     }
+}
+
+fn check_online(c: CheckArgs) -> u8 {
+    let (b, r) = match run::check_online(&c.bundle, &c.root, c.allow_expired_token) {
+        Ok(x) => x,
+        Err(e) => return fail(Document::new("check"), &e, c.output),
+    };
+    let code = r.exit_code();
+    match c.output {
+        Format::Json => {
+            let mut d = Document::new("check").with_bundle(&b);
+            d.result = match code {
+                exit::OK => CommandResult::Valid,
+                _ => CommandResult::Error,
+            };
+            d.exit_code = code;
+            d.warnings = b.warnings.clone();
+            d.error = (code != exit::OK).then(|| r.failure_lines().join("; "));
+            d.preflight = Some(r);
+            d.print_json();
+        }
+        Format::Text => {
+            for w in &b.warnings {
+                report::info_line(&format!("warning: {w}"));
+            }
+            report::out(&format!(
+                "bundle {} is valid: {}\n",
+                c.bundle.display(),
+                report::bundle_line(&b)
+            ));
+            for check in &r.checks {
+                report::out(&format!("{}\n", check.line()));
+            }
+            for line in r.failure_lines() {
+                report::err_line(&format!("error: {line}"));
+            }
+        }
+    }
+    code
 }
 
 fn recover(r: RecoverArgs) -> u8 {

@@ -26,6 +26,7 @@ pub mod net;
 pub mod overrides;
 pub mod package;
 pub mod plan;
+pub mod preflight;
 pub mod pristine;
 pub mod redact;
 pub mod report;

@@ -104,6 +104,8 @@ pub struct Document {
     pub waited_ms: Option<u64>,
     /// Who signed the bundle (`[trust]`), when it carried a good signature.
     pub signed_by: Option<crate::trust::Signer>,
+    /// The online preflight's checks (apply, `check --online`), when they ran.
+    pub preflight: Option<crate::preflight::Report>,
 }
 
 impl Document {
@@ -126,6 +128,7 @@ impl Document {
             health: None,
             waited_ms: None,
             signed_by: None,
+            preflight: None,
         }
     }
 
@@ -171,6 +174,7 @@ impl Document {
             ));
             d.waited_ms = Some(h.waited.as_millis() as u64);
         }
+        d.preflight = o.preflight.clone();
         d.exit_code = o.exit_code();
         d
     }
@@ -180,6 +184,9 @@ impl Document {
         self.result = CommandResult::Error;
         self.exit_code = e.exit_code();
         self.error = Some(e.to_string());
+        if let RunError::Preflight { report, .. } = e {
+            self.preflight = Some((**report).clone());
+        }
         self
     }
 
@@ -543,5 +550,8 @@ fn notes(o: &Outcome) -> Vec<String> {
         }
     }
     v.extend(o.plan.notes.iter().cloned());
+    if let Some(r) = &o.preflight {
+        v.push(r.summary());
+    }
     v
 }

@@ -9,15 +9,17 @@ use thiserror::Error;
 use crate::apply::{self, lock, ApplyError};
 use crate::bundle::{Bundle, BundleError, Member, ReadOptions};
 use crate::config::{Config, ConfigError};
-use crate::health::monitor::{Event, Monitor};
+use crate::health::monitor::Event;
 use crate::health::{Health, State};
 use crate::identity::provider::ProviderError;
 use crate::package::{self, PackageError};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
 use crate::root::{Root, RootError};
 use crate::service::{self, ServiceError};
-use crate::status::{ApplyResult, HealthView, LastApply, StatusFile};
 use crate::timefmt;
+
+mod watch;
+use watch::watch;
 
 /// Everything that can stop a run, each mapped to an exit code.
 #[derive(Debug, Error)]
@@ -88,6 +90,15 @@ pub enum RunError {
         /// The installer command that ran.
         command: String,
     },
+    /// The online preflight failed (exit 30-37, the first failed check's class);
+    /// nothing was written. `lines`: one per failed check, cause and fix.
+    #[error("the online preflight failed ({} of {} checks); nothing was changed: fix the causes below and run again (or skip: --no-preflight, [preflight] skip)", lines.len(), report.checks.len())]
+    Preflight {
+        /// Every check's result.
+        report: Box<crate::preflight::Report>,
+        /// The failed checks, one line each.
+        lines: Vec<String>,
+    },
 }
 
 impl From<crate::trust::TrustError> for RunError {
@@ -107,6 +118,7 @@ impl RunError {
         match self {
             RunError::Package(PackageError::Install { tail, .. }) => tail,
             RunError::AfterPackage { cause, .. } => cause.detail_lines(),
+            RunError::Preflight { lines, .. } => lines,
             _ => &[],
         }
     }
@@ -134,6 +146,7 @@ impl RunError {
             ) => exit::PREREQUISITE,
             RunError::Service(_) => exit::SERVICE,
             RunError::AfterPackage { cause, .. } => cause.exit_code(),
+            RunError::Preflight { report, .. } => report.exit_code(),
         }
     }
 }
@@ -168,6 +181,9 @@ pub struct ApplyOptions {
     /// The SSH lock-out guard (false: --no-lockout-guard); also needs the config's
     /// `[overrides] lockout_guard` (see [`crate::overrides`]).
     pub lockout_guard: bool,
+    /// Run the online preflight first (false: --no-preflight, and the daemon), when
+    /// `[preflight]` enables it for this root.
+    pub preflight: bool,
 }
 
 /// How the wait for ready ended.
@@ -226,6 +242,8 @@ pub struct Outcome {
     pub health: Option<HealthOutcome>,
     /// Who signed the bundle (`[trust]`), when it was signed and checked.
     pub signed_by: Option<crate::trust::Signer>,
+    /// The online preflight's results (`None`: not run).
+    pub preflight: Option<crate::preflight::Report>,
 }
 
 impl Outcome {
@@ -303,6 +321,11 @@ pub fn apply(
     };
     let mut bundle = check(&opts.bundle, opts.allow_expired_token || replaced)?;
     let (root, cfg) = located?;
+    // First of all, before the token provider, the package, the lock or any write.
+    let preflight = match opts.preflight && cfg.preflight.runs(root.is_live()) {
+        true => Some(passed(crate::preflight::online(&bundle, &root, &cfg))?),
+        false => None,
+    };
     let fresh = provider_token(&root, &cfg, &mut bundle)?;
     // Local overrides and the lock-out guard join the desired state before any plan.
     let local = crate::overrides::prepare(&root, &cfg.overrides, opts.lockout_guard, &mut bundle)?;
@@ -349,6 +372,7 @@ pub fn apply(
             service: None,
             health: None,
             signed_by,
+            preflight,
         });
     }
     if opts.start {
@@ -462,6 +486,7 @@ pub fn apply(
         service,
         health: None,
         signed_by,
+        preflight,
     };
     if let (Some(s), Some(m)) = (&o.service, monitor) {
         if s.running && s.offline.is_none() {
@@ -482,6 +507,33 @@ pub fn apply(
     Ok(o)
 }
 
+/// `report` when every check passed, else the error that stops the run.
+fn passed(report: crate::preflight::Report) -> Result<crate::preflight::Report, RunError> {
+    if report.passed() {
+        return Ok(report);
+    }
+    let lines = report.failure_lines();
+    Err(RunError::Preflight {
+        report: Box::new(report),
+        lines,
+    })
+}
+
+/// `vmagent check --online`: the bundle, then every online check (config from `root`;
+/// `[preflight] enabled` does not apply: it was asked for).
+pub fn check_online(
+    bundle: &Path,
+    root: &Path,
+    allow_expired_token: bool,
+) -> Result<(Bundle, crate::preflight::Report), RunError> {
+    let root = Root::new(root)?;
+    let cfg = Config::load(&root)?;
+    let replaced = cfg.token.provider != crate::config::ProviderKind::Bundle;
+    let b = check(bundle, allow_expired_token || replaced)?;
+    let report = crate::preflight::online(&b, &root, &cfg);
+    Ok((b, report))
+}
+
 /// With a `[token]` provider, its token in place of the bundle's (see
 /// [`crate::identity::provider::for_apply`]).
 fn provider_token(
@@ -496,76 +548,6 @@ fn provider_token(
     let fresh = for_apply(&p, root, cfg, bundle)?;
     fresh.substitute(bundle);
     Ok(Some(fresh))
-}
-
-/// Waits for the proxy (up to `limit`; zero: not at all), keeping the status file
-/// current on every change.
-fn watch(
-    root: &Root,
-    o: &Outcome,
-    bundle: &Path,
-    mut m: Monitor,
-    limit: Duration,
-    store: bool,
-    on_health: &mut dyn FnMut(Event<'_>),
-) -> HealthOutcome {
-    let start = std::time::Instant::now();
-    let mut doc = StatusFile::new(HealthView::of(m.health(), m.since()));
-    if store {
-        doc.read_facts(root);
-    }
-    let result = match o.status {
-        ApplyStatus::Applied => ApplyResult::Applied,
-        _ => ApplyResult::UpToDate,
-    };
-    let last = |doc: &mut StatusFile, h: &Health, since: i64| {
-        // A new stage or evidence line is not a new state: `since` stays.
-        let since = match doc.health.since_unix {
-            Some(t) if doc.health.state == h.state => t,
-            _ => since,
-        };
-        doc.health = HealthView::of(h, since);
-        let code = HealthOutcome {
-            health: h.clone(),
-            waited: start.elapsed(),
-            limit,
-        }
-        .exit_code();
-        doc.last_apply = Some(LastApply {
-            at: timefmt::rfc3339(timefmt::now()),
-            result: result.clone(),
-            exit_code: code,
-            bundle: bundle.display().to_string(),
-        });
-        if !store {
-            return;
-        }
-        if let Err(e) = doc.store(root) {
-            tracing::warn!(error = %e, "cannot write the status file");
-        }
-    };
-    if limit.is_zero() {
-        last(&mut doc, m.health(), m.since());
-    } else {
-        let mut changed: Option<(Health, i64)> = None;
-        m.wait(limit, &mut |ev| {
-            if let Event::Changed(h) = &ev {
-                changed = Some(((*h).clone(), timefmt::now()));
-            }
-            on_health(ev);
-            if let Some((h, since)) = changed.take() {
-                if h.state != State::Ready && h.state != State::Failed {
-                    last(&mut doc, &h, since);
-                }
-            }
-        });
-        last(&mut doc, m.health(), m.since());
-    }
-    HealthOutcome {
-        health: m.health().clone(),
-        waited: start.elapsed(),
-        limit,
-    }
 }
 
 /// Records (once per path) what the destinations of `plan` hold now, so `vmagent
@@ -629,47 +611,4 @@ pub fn discard_journal(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The record failing after the package step must not claim nothing changed: the
-    /// package is installed and stays, and the message says how to undo it.
-    #[test]
-    fn record_failure_after_the_package_says_what_changed() {
-        let t = tempfile::tempdir().unwrap();
-        let root = Root::new(t.path()).unwrap();
-        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
-        let e = after_package(pristine_err(&root, io), &Some("dpkg -i /x.deb".into()));
-        let msg = e.to_string();
-        assert!(!msg.contains("nothing was changed"), "{msg}");
-        assert!(msg.contains("no file of the bundle was written"), "{msg}");
-        assert!(
-            msg.contains("installed by `dpkg -i /x.deb` and stays installed"),
-            "{msg}"
-        );
-        assert!(msg.contains("`vmagent uninstall`"), "{msg}");
-        assert_eq!(e.exit_code(), exit::FAILED);
-    }
-
-    /// An OS failure while planning is exit 1; only something in the way is exit 4
-    /// (before, every read or inspection failure was "in the way").
-    #[test]
-    fn plan_io_failures_are_exit_1_and_things_in_the_way_exit_4() {
-        let os = |code| std::io::Error::from_raw_os_error(code);
-        for (e, want) in [
-            (os(libc::EIO), exit::FAILED),
-            (os(libc::EACCES), exit::FAILED),
-            (os(libc::ENOTDIR), exit::PREREQUISITE),
-            (os(libc::ELOOP), exit::PREREQUISITE),
-            (
-                std::io::Error::other("not a regular file"),
-                exit::PREREQUISITE,
-            ),
-        ] {
-            let shown = e.to_string();
-            let err = RunError::Plan(plan::io_failed("/etc/hosts", "read", e));
-            assert_eq!(err.exit_code(), want, "{shown}: {err}");
-            assert!(err.to_string().contains("/etc/hosts"), "{err}");
-        }
-    }
-}
+mod tests;

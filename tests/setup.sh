@@ -7,10 +7,12 @@
 # logrotate: the real rotation of the installed rule (tests/logrotate.rs);
 # openssh-server: the real sshd the lock-out guard tests start (tests/common/sshd.rs);
 # dnsmasq-base: the DNS server standing in for pilot-agent's DNS proxy (tests/doctor.rs;
-# the binary only, no system service on port 53); iptables: doctor's iptables section.
+# the binary only, no system service on port 53); iptables: doctor's iptables section;
+# nftables: the drop rule of the preflight timeout test; iproute2 (ip netns), util-linux
+# (nsenter): the network namespaces of tests/preflight.rs.
 set -euo pipefail
 need=()
-for pkg in rpm busybox-static dpkg-dev openssl openssh-client openssh-server logrotate dnsmasq-base iptables; do
+for pkg in rpm busybox-static dpkg-dev openssl openssh-client openssh-server logrotate dnsmasq-base iptables nftables iproute2 util-linux; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ "${#need[@]}" -eq 0 ] && exit 0

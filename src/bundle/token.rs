@@ -19,6 +19,8 @@ pub struct Token {
     pub exp: Option<i64>,
     /// `iat` (issued at) as Unix seconds: with `exp`, the token's lifetime.
     pub iat: Option<i64>,
+    /// `nbf` (not before) as Unix seconds, when the issuer set it.
+    pub nbf: Option<i64>,
 }
 
 /// Why the token cannot be used. Never carries a claim's value: the token is a
@@ -194,6 +196,7 @@ pub fn claims(data: &[u8]) -> Result<Token, TokenError> {
         aud: audience(&claims)?,
         exp: time_claim(&claims, "exp")?,
         iat: time_claim(&claims, "iat")?,
+        nbf: time_claim(&claims, "nbf")?,
     })
 }
 

@@ -15,11 +15,13 @@ use crate::root::Root;
 pub mod doctor;
 pub mod logs;
 pub mod overrides;
+pub mod preflight;
 pub mod token;
 pub mod trust;
 pub use doctor::DoctorConfig;
 pub use logs::LogsConfig;
 pub use overrides::OverridesConfig;
+pub use preflight::{CheckName, PreflightConfig};
 pub use token::{ProviderKind, TokenConfig};
 pub use trust::TrustConfig;
 
@@ -87,6 +89,9 @@ pub struct Config {
     /// `[doctor]`
     #[serde(default)]
     pub doctor: DoctorConfig,
+    /// `[preflight]`
+    #[serde(default)]
+    pub preflight: PreflightConfig,
 }
 
 /// `[paths]`: where vmagent keeps its own files.
@@ -399,6 +404,7 @@ impl Config {
         self.trust.validate()?;
         self.logs.validate()?;
         self.doctor.check()?;
+        self.preflight.validate()?;
         if !self.health.ready_url.starts_with("http://")
             && !self.health.ready_url.starts_with("https://")
         {

@@ -91,6 +91,9 @@ impl Daemon {
             // On unless the config turns it off (a one-off --no-lockout-guard on
             // `apply` does not stop the daemon from guarding).
             lockout_guard: true,
+            // Never here: an unreachable istiod must not stop a drift repair (e.g. of
+            // /etc/hosts), and a new bundle stays guarded by health + last-known-good.
+            preflight: false,
         };
         let started = Instant::now();
         // Blocking (files, dpkg, systemctl) on the pool; signals and the watchdog are

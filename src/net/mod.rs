@@ -6,6 +6,7 @@
 //! reqwest is used through its async API only. Synchronous callers use [`block_on`].
 //! Leaf module: imports nothing of vmagent's but [`crate::redact`] and [`crate::text`].
 
+pub mod probe;
 pub mod redirect;
 pub mod retry;
 

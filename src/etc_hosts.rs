@@ -89,6 +89,23 @@ fn find_block(ls: &[&[u8]]) -> Result<Option<(usize, usize)>, String> {
     Ok(found)
 }
 
+/// The lines inside the managed block (`None`: there is none): the bundle's hosts
+/// entries as installed.
+pub fn block(existing: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let ls = lines(existing);
+    let Some((b, e)) = find_block(&ls)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for l in &ls[b + 1..e] {
+        out.extend_from_slice(l);
+        if !l.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+    }
+    Ok(Some(out))
+}
+
 /// `existing` without the managed block (`None`: there is none). Every other byte stays.
 pub fn without_block(existing: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let ls = lines(existing);

@@ -350,3 +350,40 @@ fn dns_proxy_addr_is_followed() {
         "{dns:#}"
     );
 }
+
+/// The `online` section: apply's preflight checks against what is installed (off under
+/// `--root` unless `[preflight] enabled = true`). In the namespace, istiod's address
+/// from the installed hosts block (192.0.2.10) has no route: the section fails and says
+/// so, naming the check; without the opt-in it is not run.
+#[test]
+fn the_online_section_runs_the_preflight_on_the_installed_files() {
+    let root = applied(Spec::example());
+    let online = |o: &Output| {
+        let (v, _) = json(o);
+        v["sections"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["kind"] == "online"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no online section: {v:#}"))
+    };
+    let s = online(&doctor(&root, None, "json"));
+    assert_eq!(s["verdict"], "unknown", "{s:#}");
+    assert!(
+        s["summary"]
+            .as_str()
+            .unwrap()
+            .contains("[preflight] enabled = true"),
+        "{s:#}"
+    );
+
+    let mut cfg = fs::read_to_string(root.at("/etc/vmagent/config.toml")).unwrap();
+    cfg.push_str("\n[preflight]\nenabled = true\nskip = [\"ports\", \"address\", \"clock\"]\ntimeout_ms = 1000\n");
+    fs::write(root.at("/etc/vmagent/config.toml"), cfg).unwrap();
+    let o = doctor(&root, None, "json");
+    let s = online(&o);
+    assert_eq!(s["verdict"], "fail", "{s:#}");
+    assert_eq!(o.status.code(), Some(40));
+    let details = s["details"].to_string();
+    assert!(details.contains("192.0.2.10"), "{s:#}");
+    assert!(details.contains("istiod"), "{s:#}");
+}

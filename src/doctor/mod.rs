@@ -14,6 +14,7 @@
 
 pub mod dns;
 pub mod iptables;
+pub mod online;
 
 use std::path::Path;
 
@@ -39,6 +40,8 @@ pub enum Kind {
     Iptables,
     /// DNS capture through the DNS proxy.
     DnsCapture,
+    /// The online checks of apply's preflight, against what is installed.
+    Online,
 }
 
 impl Kind {
@@ -50,6 +53,7 @@ impl Kind {
             Kind::Identity => "identity",
             Kind::Iptables => "iptables",
             Kind::DnsCapture => "dns-capture",
+            Kind::Online => "online",
         }
     }
 }
@@ -294,6 +298,7 @@ pub fn run(root_path: &Path) -> Result<Report, crate::root::RootError> {
         identity_section(st.identity.as_ref(), timefmt::now()),
         iptables::judge(&seen, running),
         dns::section(&root, &cfg.doctor.external_name),
+        online::section(&root, &cfg),
     ];
     Ok(Report {
         vmagent: env!("CARGO_PKG_VERSION").into(),

@@ -765,6 +765,12 @@ const KEYS: &[(&str, &str)] = &[
     ("logs", "rotate"),
     ("logs", "rotate_size_mib"),
     ("logs", "rotate_count"),
+    ("daemon", "resolv_debounce_ms"),
+    ("preflight", "enabled"),
+    ("preflight", "skip"),
+    ("preflight", "timeout_ms"),
+    ("preflight", "clock_skew_secs"),
+    ("doctor", "external_name"),
     ("overrides", "set"),
     ("overrides", "unset"),
     ("overrides", "hosts"),
@@ -793,6 +799,11 @@ const DEFAULTED: &[&str] = &[
     "rotate",
     "rotate_size_mib",
     "rotate_count",
+    "resolv_debounce_ms",
+    "skip",
+    "timeout_ms",
+    "clock_skew_secs",
+    "external_name",
 ];
 
 /// A commented-out key line `#key = value`: the key.

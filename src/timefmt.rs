@@ -10,6 +10,14 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// `2026-11-21T05:00:00Z` for Unix seconds (clamped to what RFC 3339 can express).
 pub fn rfc3339(secs: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(secs.clamp(-62_135_596_800, 253_402_300_799))

@@ -220,6 +220,13 @@ pub struct HealthConfig {
     pub wait_secs: u64,
     /// Where the daemon POSTs a JSON health document on every change (optional).
     pub report_url: Option<String>,
+    /// A file holding the report's `Authorization` header value (inside the root;
+    /// root-owned, mode 0600), e.g. `Bearer abc...`.
+    pub report_authorization_file: Option<PathBuf>,
+    /// A client certificate (PEM, inside the root) presented to the report URL (mTLS).
+    pub report_client_cert: Option<PathBuf>,
+    /// Its private key (PEM, inside the root; root-owned, mode 0600).
+    pub report_client_key: Option<PathBuf>,
 }
 
 fn d_ready_url() -> String {
@@ -235,6 +242,9 @@ impl Default for HealthConfig {
             ready_url: d_ready_url(),
             wait_secs: d_wait(),
             report_url: None,
+            report_authorization_file: None,
+            report_client_cert: None,
+            report_client_key: None,
         }
     }
 }
@@ -328,6 +338,7 @@ impl Config {
             connect: std::time::Duration::from_secs(d.connect_timeout_secs),
             idle: std::time::Duration::from_secs(d.idle_timeout_secs),
             deadline: std::time::Duration::from_secs(d.deadline_secs),
+            identity: None,
         })
     }
 
@@ -416,10 +427,17 @@ impl Config {
             }
         }
         if let Some(u) = &self.health.report_url {
-            if !u.starts_with("http://") && !u.starts_with("https://") {
-                return Err("health.report_url must be an http:// or https:// URL".into());
+            // The same rule as the bundle source's: a report carries the VM's identity
+            // and, with report_authorization_file, a credential.
+            let ok = crate::net::Url::parse(u).is_ok_and(|p| crate::net::private_transport(&p));
+            if !ok {
+                return Err(format!(
+                    "health.report_url = '{}' must be an https:// URL (plain http only to a loopback address)",
+                    crate::redact::url(u)
+                ));
             }
         }
+
         for (key, p) in [
             ("paths.state_dir", &self.paths.state_dir),
             ("paths.cache_dir", &self.paths.cache_dir),

@@ -75,18 +75,10 @@ impl Remote {
     pub fn new(url: &str, cfg: &Config, root: &Root, dir: &Path) -> Result<Remote, String> {
         let shown = redact::url(url);
         let parsed = net::Url::parse(url).map_err(|e| format!("bundle URL '{shown}': {e}"))?;
-        let loopback = matches!(
-            parsed.host_str(),
-            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-        );
-        match parsed.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            _ => {
-                return Err(format!(
-                    "bundle URL '{shown}': only https is accepted (the bundle carries the istio-token); use https:// with [source] ca_file for a private CA"
-                ))
-            }
+        if !net::private_transport(&parsed) {
+            return Err(format!(
+                "bundle URL '{shown}': only https is accepted (the bundle carries the istio-token); use https:// with [source] ca_file for a private CA"
+            ));
         }
         // The process's one client (its CA files include [source] ca_file).
         let settings = cfg

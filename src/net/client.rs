@@ -24,6 +24,8 @@ pub struct Settings {
     /// Default total deadline per request (headers and body); see
     /// [`Request::deadline`].
     pub deadline: Duration,
+    /// A client certificate and its key (PEM files, host paths) for mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for Settings {
@@ -33,6 +35,7 @@ impl Default for Settings {
             connect: Duration::from_secs(10),
             idle: Duration::from_secs(30),
             deadline: Duration::from_secs(3600),
+            identity: None,
         }
     }
 }
@@ -79,6 +82,25 @@ impl Client {
                 ))
             })?;
             b = b.tls_certs_merge(certs);
+        }
+        if let Some((cert, key)) = &settings.identity {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| {
+                    Error::Setup(format!("client certificate file '{}': {e}", p.display()))
+                })
+            };
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Error::Setup(format!(
+                    "client certificate '{}' with key '{}': not a PEM certificate and private key: {}",
+                    cert.display(),
+                    key.display(),
+                    crate::text::error_chain(&e)
+                ))
+            })?;
+            b = b.identity(id);
         }
         let inner = b
             .build()

@@ -21,6 +21,22 @@ pub use reqwest::{header, StatusCode, Url};
 use std::future::Future;
 use std::sync::OnceLock;
 
+/// Whether `url` may carry a secret (a token, a credential, a bundle): https, or plain
+/// http to a loopback address only, so nothing secret crosses a network unencrypted.
+pub fn private_transport(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    match url.scheme() {
+        "https" => true,
+        "http" => loopback,
+        _ => false,
+    }
+}
+
 /// Runs `fut` to completion from synchronous code.
 ///
 /// Inside a thread that has a tokio runtime handle (a `spawn_blocking` thread of the

@@ -8,6 +8,7 @@ pub mod daemon_vm;
 pub mod fake_systemd;
 pub mod mesh_net;
 pub mod mesh_vm;
+pub mod mtls;
 pub mod netns;
 pub mod output;
 pub mod packages;

@@ -19,6 +19,7 @@ pub mod health;
 pub mod identity;
 pub mod layout;
 pub mod lkg;
+pub mod metrics;
 pub mod logging;
 pub mod net;
 pub mod overrides;

@@ -4,10 +4,12 @@
 # busybox-static: a /bin/sh inside test roots, where dpkg and rpm chroot to run
 # maintainer scripts; dpkg-dev: dpkg-deb for the .deb fixtures; openssl: test certificates;
 # openssh-client: ssh-keygen signs and checks bundles (tests/signing.rs, [trust]);
-# openssh-server: the real sshd the lock-out guard tests start (tests/common/sshd.rs).
+# openssh-server: the real sshd the lock-out guard tests start (tests/common/sshd.rs);
+# prometheus: promtool checks the metrics exposition and the README's alert rule;
+# prometheus-node-exporter: the real textfile collector reads vmagent.prom back (tests/metrics.rs).
 set -euo pipefail
 need=()
-for pkg in rpm busybox-static dpkg-dev openssl openssh-client openssh-server; do
+for pkg in rpm busybox-static dpkg-dev openssl openssh-client openssh-server prometheus prometheus-node-exporter; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ "${#need[@]}" -eq 0 ] && exit 0

@@ -12,9 +12,11 @@ use thiserror::Error;
 use crate::fsx;
 use crate::root::Root;
 
+pub mod metrics;
 pub mod overrides;
 pub mod token;
 pub mod trust;
+pub use metrics::MetricsConfig;
 pub use overrides::OverridesConfig;
 pub use token::{ProviderKind, TokenConfig};
 pub use trust::TrustConfig;
@@ -77,6 +79,9 @@ pub struct Config {
     /// `[overrides]`
     #[serde(default)]
     pub overrides: OverridesConfig,
+    /// `[metrics]`
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// `[paths]`: where vmagent keeps its own files.
@@ -378,6 +383,7 @@ impl Config {
         self.check_ranges()?;
         self.token.validate()?;
         self.trust.validate()?;
+        self.metrics.validate()?;
         if !self.health.ready_url.starts_with("http://")
             && !self.health.ready_url.starts_with("https://")
         {

@@ -21,9 +21,12 @@
 //!
 //! The parts: `event_loop` (signals, descriptors, timers), `source` (where bundles
 //! come from), `reconcile` (staging, `run::apply`, last-known-good effects), `publish`
-//! (status file, sd_notify, log, report URL), [`report_url`] (the report sender task).
+//! (status file, sd_notify, log, report URL, metrics), [`report_url`] (the report sender
+//! task), `metrics_out` and `metrics_http` (`[metrics]`: the textfile and `/metrics`).
 
 mod event_loop;
+mod metrics_http;
+mod metrics_out;
 mod publish;
 mod reconcile;
 mod remote;
@@ -120,6 +123,8 @@ struct Daemon {
     reported: Option<(HealthView, Vec<String>)>,
     /// The `[token]` provider's refresh timer.
     token: token_timer::TokenTimer,
+    /// Counters, the textfile and the `/metrics` server (`[metrics]`).
+    metrics: metrics_out::Metrics,
 }
 
 impl Daemon {
@@ -168,7 +173,9 @@ impl Daemon {
             status_line: String::new(),
             reported: None,
             token: Default::default(),
+            metrics: Default::default(),
         };
+        d.metrics.configure(&d.root, None, &d.cfg.metrics);
         d.watch_source();
         Ok(d)
     }
@@ -182,6 +189,8 @@ impl Daemon {
                 }
                 self.reporter = report_url::Reporter::for_config(&c, &self.root);
                 self.monitor = new_monitor(&self.root, &c);
+                self.metrics
+                    .configure(&self.root, Some(&self.cfg.metrics), &c.metrics);
                 self.cfg = c;
                 self.token_reset();
                 tracing::info!("configuration reloaded (SIGHUP)");

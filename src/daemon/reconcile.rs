@@ -103,6 +103,7 @@ impl Daemon {
             )
         })
         .await?;
+        self.metrics.counters.reconciles += 1;
         let at = timefmt::rfc3339(timefmt::now());
         match r {
             Ok(o) => {
@@ -122,6 +123,7 @@ impl Daemon {
                     .map(|s| s.actions.clone())
                     .unwrap_or_default();
                 if o.status == ApplyStatus::Applied || !svc.is_empty() {
+                    self.metrics.counters.drift_repairs += 1;
                     tracing::warn!(
                         reason = why,
                         changes = %changed.join("; "),
@@ -158,7 +160,13 @@ impl Daemon {
                     self.source_failed(why, &e, &b);
                 }
             }
-            Err(e) => self.failed(why, &e.to_string(), e.exit_code(), &b),
+            Err(e) => {
+                // The online preflight (another branch) is to be counted here too.
+                if preflight_refused(&e) {
+                    self.metrics.counters.preflight_failures += 1;
+                }
+                self.failed(why, &e.to_string(), e.exit_code(), &b)
+            }
         }
         self.next_probe = Instant::now();
         self.publish();
@@ -199,7 +207,10 @@ impl Daemon {
                 Effect::Apply(d) => apply = Some(d),
                 // Run by the loop next (see `run_queued`): a reconcile awaits, this does not.
                 Effect::Reconcile(why) => self.queued = Some(why),
-                Effect::MarkRolledBack => self.mark_rolled_back = true,
+                Effect::MarkRolledBack => {
+                    self.mark_rolled_back = true;
+                    self.metrics.counters.rollbacks += 1;
+                }
                 Effect::Publish => self.publish(),
             }
         }
@@ -247,6 +258,16 @@ impl Daemon {
         if let Err(e) = self.store.save() {
             tracing::warn!(error = %e, "cannot record the bundle store's state ({}/{})", self.root.state_dir().display(), super::store::DIR);
         }
+    }
+}
+
+/// Whether the apply was refused by its preflight (space, writability: see
+/// [`crate::apply::preflight`]), before anything was written.
+fn preflight_refused(e: &run::RunError) -> bool {
+    match e {
+        run::RunError::Apply(crate::apply::ApplyError::Blocked(_)) => true,
+        run::RunError::AfterPackage { cause, .. } => preflight_refused(cause),
+        _ => false,
     }
 }
 

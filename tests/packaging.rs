@@ -766,6 +766,9 @@ const KEYS: &[(&str, &str)] = &[
     ("overrides", "unset"),
     ("overrides", "hosts"),
     ("overrides", "lockout_guard"),
+    ("metrics", "textfile_dir"),
+    ("metrics", "listen"),
+    ("metrics", "allow_non_loopback"),
 ];
 
 /// Keys with a built-in value (the others default to unset).
@@ -787,6 +790,7 @@ const DEFAULTED: &[&str] = &[
     "duration_secs",
     "refresh_at",
     "require_signature",
+    "allow_non_loopback",
 ];
 
 /// A commented-out key line `#key = value`: the key.

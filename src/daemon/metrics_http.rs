@@ -100,17 +100,36 @@ async fn answer(mut stream: TcpStream, body: &str) -> std::io::Result<()> {
 /// not an HTTP request, 431 for a head over the limit.
 pub(super) fn respond(head: &[u8], body: &str) -> Vec<u8> {
     let (status, content_type, text, head_only) = match parse(head) {
-        Err(status) => (status, "text/plain; charset=utf-8", status_text(status), false),
+        Err(status) => (
+            status,
+            "text/plain; charset=utf-8",
+            status_text(status),
+            false,
+        ),
         Ok((method, path)) => {
             let path = path.split('?').next().unwrap_or("");
             match (method, path) {
                 ("GET" | "HEAD", "/metrics") => (200, CONTENT_TYPE, body, method == "HEAD"),
-                ("GET" | "HEAD", _) => (404, "text/plain; charset=utf-8", "not found: the metrics are at /metrics\n", method == "HEAD"),
-                _ => (405, "text/plain; charset=utf-8", "method not allowed: use GET\n", false),
+                ("GET" | "HEAD", _) => (
+                    404,
+                    "text/plain; charset=utf-8",
+                    "not found: the metrics are at /metrics\n",
+                    method == "HEAD",
+                ),
+                _ => (
+                    405,
+                    "text/plain; charset=utf-8",
+                    "method not allowed: use GET\n",
+                    false,
+                ),
             }
         }
     };
-    let allow = if status == 405 { "Allow: GET, HEAD\r\n" } else { "" };
+    let allow = if status == 405 {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         status_text(status).trim_end(),

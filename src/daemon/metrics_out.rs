@@ -28,11 +28,20 @@ impl Metrics {
     /// Applies `new` (at start: `old` is `None`; on a reload, the config before):
     /// starts, moves or stops the server, and removes the file from a textfile_dir no
     /// longer configured (node_exporter would keep serving it, frozen).
-    pub(super) fn configure(&mut self, root: &Root, old: Option<&MetricsConfig>, new: &MetricsConfig) {
+    pub(super) fn configure(
+        &mut self,
+        root: &Root,
+        old: Option<&MetricsConfig>,
+        new: &MetricsConfig,
+    ) {
         if old.map(|o| &o.listen) != Some(&new.listen) {
             self.server = None;
             if let Some(addr) = new.listen_addr() {
-                let body = self.last.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
+                let body = self
+                    .last
+                    .as_ref()
+                    .map(|(t, _)| t.clone())
+                    .unwrap_or_default();
                 match Server::start(addr, body) {
                     Ok(s) => {
                         tracing::info!(address = %s.addr, "metrics: serving http://{}/metrics", s.addr);

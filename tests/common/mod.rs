@@ -8,6 +8,7 @@ pub mod daemon_vm;
 pub mod fake_systemd;
 pub mod output;
 pub mod packages;
+pub mod prometheus;
 pub mod ready_server;
 pub mod report_server;
 pub mod server;

@@ -299,3 +299,27 @@ fn note(n: Note) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::preflight_refused;
+    use crate::apply::preflight::Blocked;
+    use crate::apply::ApplyError;
+    use crate::run::RunError;
+
+    #[test]
+    fn a_preflight_refusal_is_told_from_other_failures() {
+        let blocked = || {
+            RunError::Apply(ApplyError::Blocked(Blocked::Io {
+                path: "/x".into(),
+                source: std::io::Error::other("full"),
+            }))
+        };
+        assert!(preflight_refused(&blocked()));
+        assert!(preflight_refused(&RunError::AfterPackage {
+            cause: Box::new(blocked()),
+            command: "dpkg -i".into(),
+        }));
+        assert!(!preflight_refused(&RunError::Unsupported("no".into())));
+    }
+}

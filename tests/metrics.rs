@@ -213,6 +213,49 @@ fn the_daemon_writes_the_textfile_and_serves_the_same_metrics() {
     );
 }
 
+/// SIGHUP applies `[metrics]`: a textfile directory that does not exist is named in a
+/// warning; once no longer configured its file is removed; a new `listen` is served.
+#[test]
+fn a_reload_moves_the_metrics() {
+    let (r, d, _ready, work, _) = running();
+    wait_for("vmagent.prom", PATIENCE, || !textfile(&r).is_empty());
+    let first_port = served_port(work.path());
+    let log = || fs::read_to_string(work.path().join("daemon.log")).unwrap_or_default();
+    let config = fs::read_to_string(r.at("/etc/vmagent/config.toml")).unwrap();
+    let (head, _) = config.split_once("[metrics]").unwrap();
+    put(
+        &r,
+        "/etc/vmagent/config.toml",
+        format!(
+            "{head}[metrics]\ntextfile_dir = \"/var/lib/missing\"\nlisten = \"127.0.0.1:{}\"\n",
+            free_port()
+        )
+        .as_bytes(),
+        0o600,
+    );
+    d.hup();
+    wait_or_show(&r, work.path(), "the missing directory named", || {
+        log().contains("/var/lib/missing: no such directory (metrics.textfile_dir)")
+    });
+    assert!(
+        !r.at(&format!("{TEXTFILE_DIR}/vmagent.prom")).exists(),
+        "the file left behind in the old directory"
+    );
+    let port = wait_until("the new address served", PATIENCE, || {
+        let l = log();
+        let at = l.rfind("serving http://127.0.0.1:")? + "serving http://127.0.0.1:".len();
+        let p: u16 = l[at..].split('/').next()?.parse().ok()?;
+        (p != first_port).then_some(p)
+    });
+    let (status, _, body) = http(port, "GET", "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("vmagent_proxy_ready "), "{body}");
+    // The old listener closes once the loop next yields to its tasks.
+    wait_for("the old port closed", PATIENCE, || {
+        std::net::TcpStream::connect(("127.0.0.1", first_port)).is_err()
+    });
+}
+
 /// Off by default: no file, no port, and the daemon runs as before.
 #[test]
 fn without_a_metrics_section_nothing_is_written() {

@@ -16,13 +16,14 @@ use super::wait::{wait_until, PATIENCE};
 /// A series: its name and its labels, sorted (node_exporter re-encodes them sorted).
 pub type Series = (String, BTreeMap<String, String>);
 
-/// `GET path` (or another `method`) on 127.0.0.1:`port`: status, head, body.
+/// `GET path` (or another `method`) on 127.0.0.1:`port`: status, head, body. HTTP/1.0,
+/// so that the body is never chunked (node_exporter chunks large HTTP/1.1 answers).
 pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;

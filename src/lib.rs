@@ -22,6 +22,7 @@ pub mod identity;
 pub mod layout;
 pub mod lkg;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod overrides;
 pub mod package;

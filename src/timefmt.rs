@@ -26,6 +26,14 @@ pub fn rfc3339(secs: i64) -> String {
         .unwrap_or_else(|_| secs.to_string())
 }
 
+/// Unix seconds of an RFC 3339 timestamp (as [`rfc3339`] writes them); `None` when it
+/// is not one.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
 /// `3d 4h`, `5m 2s`: the two largest units of a duration in seconds.
 pub fn human_duration(secs: i64) -> String {
     let s = secs.unsigned_abs();
@@ -55,6 +63,15 @@ pub fn human_duration(secs: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_what_it_formats() {
+        assert_eq!(
+            super::parse_rfc3339(&super::rfc3339(1_790_000_000)),
+            Some(1_790_000_000)
+        );
+        assert_eq!(super::parse_rfc3339("yesterday"), None);
+    }
+
     #[test]
     fn formats() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

@@ -778,6 +778,9 @@ const KEYS: &[(&str, &str)] = &[
     ("overrides", "unset"),
     ("overrides", "hosts"),
     ("overrides", "lockout_guard"),
+    ("metrics", "textfile_dir"),
+    ("metrics", "listen"),
+    ("metrics", "allow_non_loopback"),
 ];
 
 /// Keys with a built-in value (the others default to unset).
@@ -807,6 +810,7 @@ const DEFAULTED: &[&str] = &[
     "timeout_ms",
     "clock_skew_secs",
     "external_name",
+    "allow_non_loopback",
 ];
 
 /// A commented-out key line `#key = value`: the key.

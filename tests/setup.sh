@@ -9,10 +9,12 @@
 # dnsmasq-base: the DNS server standing in for pilot-agent's DNS proxy (tests/doctor.rs;
 # the binary only, no system service on port 53); iptables: doctor's iptables section;
 # nftables: the drop rule of the preflight timeout test; iproute2 (ip netns), util-linux
-# (nsenter): the network namespaces of tests/preflight.rs.
+# (nsenter): the network namespaces of tests/preflight.rs;
+# prometheus: promtool checks the metrics exposition and the README's alert rule;
+# prometheus-node-exporter: the real textfile collector reads vmagent.prom back (tests/metrics.rs).
 set -euo pipefail
 need=()
-for pkg in rpm busybox-static dpkg-dev openssl openssh-client openssh-server logrotate dnsmasq-base iptables nftables iproute2 util-linux; do
+for pkg in rpm busybox-static dpkg-dev openssl openssh-client openssh-server logrotate dnsmasq-base iptables nftables iproute2 util-linux prometheus prometheus-node-exporter; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ "${#need[@]}" -eq 0 ] && exit 0

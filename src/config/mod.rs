@@ -14,12 +14,14 @@ use crate::root::Root;
 
 pub mod doctor;
 pub mod logs;
+pub mod metrics;
 pub mod overrides;
 pub mod preflight;
 pub mod token;
 pub mod trust;
 pub use doctor::DoctorConfig;
 pub use logs::LogsConfig;
+pub use metrics::MetricsConfig;
 pub use overrides::OverridesConfig;
 pub use preflight::{CheckName, PreflightConfig};
 pub use token::{ProviderKind, TokenConfig};
@@ -92,6 +94,9 @@ pub struct Config {
     /// `[preflight]`
     #[serde(default)]
     pub preflight: PreflightConfig,
+    /// `[metrics]`
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// `[paths]`: where vmagent keeps its own files.
@@ -416,6 +421,7 @@ impl Config {
         self.logs.validate()?;
         self.doctor.check()?;
         self.preflight.validate()?;
+        self.metrics.validate()?;
         if !self.health.ready_url.starts_with("http://")
             && !self.health.ready_url.starts_with("https://")
         {

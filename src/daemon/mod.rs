@@ -21,11 +21,14 @@
 //!
 //! The parts: `event_loop` (signals, descriptors, timers), `source` (where bundles
 //! come from), `reconcile` (staging, `run::apply`, last-known-good effects), `publish`
-//! (status file, sd_notify, log, report URL), [`report_url`] (the report sender task),
+//! (status file, sd_notify, log, report URL, metrics), [`report_url`] (the report sender
+//! task), `metrics_out` and `metrics_http` (`[metrics]`: the textfile and `/metrics`),
 //! `resolv_watch` (with DNS capture on, istio restarted when resolv.conf's nameservers
 //! change).
 
 mod event_loop;
+mod metrics_http;
+mod metrics_out;
 mod publish;
 mod reconcile;
 mod remote;
@@ -125,6 +128,8 @@ struct Daemon {
     token: token_timer::TokenTimer,
     /// resolv.conf, watched for DNS capture.
     resolv: resolv_watch::ResolvWatch,
+    /// Counters, the textfile and the `/metrics` server (`[metrics]`).
+    metrics: metrics_out::Metrics,
 }
 
 impl Daemon {
@@ -174,7 +179,9 @@ impl Daemon {
             reported: None,
             token: Default::default(),
             resolv: Default::default(),
+            metrics: Default::default(),
         };
+        d.metrics.configure(&d.root, None, &d.cfg.metrics);
         d.watch_source();
         d.resolv_setup();
         Ok(d)
@@ -189,6 +196,8 @@ impl Daemon {
                 }
                 self.reporter = report_url::Reporter::for_config(&c, &self.root);
                 self.monitor = new_monitor(&self.root, &c);
+                self.metrics
+                    .configure(&self.root, Some(&self.cfg.metrics), &c.metrics);
                 self.cfg = c;
                 self.token_reset();
                 tracing::info!("configuration reloaded (SIGHUP)");

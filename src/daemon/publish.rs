@@ -1,5 +1,5 @@
 //! What the daemon tells the world: the status file, sd_notify STATUS, the health log
-//! line and the report URL; and the health and token checks that feed them.
+//! line, the report URL and the metrics; and the health and token checks that feed them.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -78,7 +78,7 @@ impl Daemon {
         token_note(tok.exp?, tok.iat, now, self.cfg.daemon.token_warn_percent)
     }
 
-    /// Status file, sd_notify STATUS, log, report URL.
+    /// Status file, metrics, sd_notify STATUS, log, report URL.
     pub(super) fn publish(&mut self) {
         let h: Health = self.monitor.health().clone();
         let mut doc = StatusFile::new(HealthView::of(&h, self.monitor.since()));
@@ -132,6 +132,8 @@ impl Daemon {
         if let Err(e) = doc.store(&self.root) {
             tracing::warn!(error = %e, "cannot write the status file");
         }
+        // The same document, as Prometheus metrics (a no-op unless `[metrics]` is set).
+        self.metrics.publish(&self.root, &self.cfg.metrics, &doc);
         // `systemctl status vmagent` shows this line: the identity note belongs there as
         // much as the token's (a VM about to leave the mesh while "ready").
         let mut line = h.line();

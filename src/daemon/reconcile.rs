@@ -106,6 +106,7 @@ impl Daemon {
             )
         })
         .await?;
+        self.metrics.counters.reconciles += 1;
         let at = timefmt::rfc3339(timefmt::now());
         match r {
             Ok(o) => {
@@ -125,6 +126,7 @@ impl Daemon {
                     .map(|s| s.actions.clone())
                     .unwrap_or_default();
                 if o.status == ApplyStatus::Applied || !svc.is_empty() {
+                    self.metrics.counters.drift_repairs += 1;
                     tracing::warn!(
                         reason = why,
                         changes = %changed.join("; "),
@@ -162,7 +164,13 @@ impl Daemon {
                     self.source_failed(why, &e, &b);
                 }
             }
-            Err(e) => self.failed(why, &e.to_string(), e.exit_code(), &b),
+            Err(e) => {
+                // The online preflight (another branch) is to be counted here too.
+                if preflight_refused(&e) {
+                    self.metrics.counters.preflight_failures += 1;
+                }
+                self.failed(why, &e.to_string(), e.exit_code(), &b)
+            }
         }
         self.next_probe = Instant::now();
         self.publish();
@@ -203,7 +211,10 @@ impl Daemon {
                 Effect::Apply(d) => apply = Some(d),
                 // Run by the loop next (see `run_queued`): a reconcile awaits, this does not.
                 Effect::Reconcile(why) => self.queued = Some(why),
-                Effect::MarkRolledBack => self.mark_rolled_back = true,
+                Effect::MarkRolledBack => {
+                    self.mark_rolled_back = true;
+                    self.metrics.counters.rollbacks += 1;
+                }
                 Effect::Publish => self.publish(),
             }
         }
@@ -254,6 +265,19 @@ impl Daemon {
     }
 }
 
+/// Whether the apply was refused by its preflight (space, writability: see
+/// [`crate::apply::preflight`]), before anything was written.
+fn preflight_refused(e: &run::RunError) -> bool {
+    match e {
+        run::RunError::Apply(crate::apply::ApplyError::Blocked(_)) => true,
+        // The daemon runs apply without the online preflight today (see above); counted
+        // should that change.
+        run::RunError::Preflight { .. } => true,
+        run::RunError::AfterPackage { cause, .. } => preflight_refused(cause),
+        _ => false,
+    }
+}
+
 /// The log line for a last-known-good note.
 fn note(n: Note) {
     match n {
@@ -280,5 +304,29 @@ fn note(n: Note) {
             reason = %reason,
             "rolling back: the new bundle's proxy did not become ready; the last-known-good bundle is applied again and the new one is not retried until the source changes"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preflight_refused;
+    use crate::apply::preflight::Blocked;
+    use crate::apply::ApplyError;
+    use crate::run::RunError;
+
+    #[test]
+    fn a_preflight_refusal_is_told_from_other_failures() {
+        let blocked = || {
+            RunError::Apply(ApplyError::Blocked(Blocked::Io {
+                path: "/x".into(),
+                source: std::io::Error::other("full"),
+            }))
+        };
+        assert!(preflight_refused(&blocked()));
+        assert!(preflight_refused(&RunError::AfterPackage {
+            cause: Box::new(blocked()),
+            command: "dpkg -i".into(),
+        }));
+        assert!(!preflight_refused(&RunError::Unsupported("no".into())));
     }
 }

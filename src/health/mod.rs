@@ -272,6 +272,15 @@ pub enum State {
 }
 
 impl State {
+    /// Every state (the metrics enumerate them: one series each).
+    pub const ALL: [State; 5] = [
+        State::Starting,
+        State::Ready,
+        State::Degraded,
+        State::Failed,
+        State::Unknown,
+    ];
+
     /// The kebab-case name.
     pub fn name(self) -> &'static str {
         match self {

@@ -21,6 +21,21 @@ pub enum ApplyResult {
 }
 
 impl ApplyResult {
+    /// Every [`ApplyResult::kind`] (the metrics enumerate them: one series each).
+    pub const KINDS: [&'static str; 5] = ["applied", "up-to-date", "rolled-back", "error", "other"];
+
+    /// The result without its free text: `applied`, `up-to-date`, `rolled-back`,
+    /// `error` or `other`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApplyResult::Applied => "applied",
+            ApplyResult::UpToDate => "up-to-date",
+            ApplyResult::RolledBack => "rolled-back",
+            ApplyResult::Error(_) => "error",
+            ApplyResult::Other(_) => "other",
+        }
+    }
+
     /// The free text in it (masked by [`StatusFile::redact`]), if any.
     pub(super) fn text_mut(&mut self) -> Option<&mut String> {
         match self {

@@ -12,6 +12,7 @@ pub mod mtls;
 pub mod netns;
 pub mod output;
 pub mod packages;
+pub mod prometheus;
 pub mod ready_server;
 pub mod report_server;
 pub mod server;

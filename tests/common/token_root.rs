@@ -133,6 +133,18 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Sends SIGHUP (reload the config).
+    pub fn hup(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP");
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();

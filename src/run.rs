@@ -7,7 +7,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::apply::{self, lock, ApplyError};
-use crate::bundle::{Bundle, BundleError, Member, ReadOptions};
+use crate::bundle::{Bundle, BundleError, Member};
 use crate::config::{Config, ConfigError};
 use crate::health::monitor::Event;
 use crate::health::{Health, State};
@@ -16,9 +16,11 @@ use crate::package::{self, PackageError};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
 use crate::root::{Root, RootError};
 use crate::service::{self, ServiceError};
-use crate::timefmt;
 
+mod check;
 mod watch;
+use check::passed;
+pub use check::{check, check_online, check_trust};
 use watch::watch;
 
 /// Everything that can stop a run, each mapped to an exit code.
@@ -263,25 +265,6 @@ fn rotation(cfg: &Config) -> Option<plan::Rotation> {
     })
 }
 
-/// The signature check of `vmagent check` (`[trust]` of the config in `root`).
-pub fn check_trust(root: &Path, bundle: &Path) -> Result<crate::trust::Verdict, RunError> {
-    let root = Root::new(root)?;
-    let cfg = Config::load(&root)?;
-    let root = cfg.locate(root);
-    Ok(crate::trust::verify(&root, &cfg.trust, bundle)?)
-}
-
-/// Reads and validates a bundle (`vmagent check`).
-pub fn check(bundle: &Path, allow_expired_token: bool) -> Result<Bundle, RunError> {
-    Ok(Bundle::open(
-        bundle,
-        ReadOptions {
-            allow_expired_token,
-            now: timefmt::now(),
-        },
-    )?)
-}
-
 /// `vmagent apply`: validate, decide the package step, lock, recover, install the
 /// package, plan the files, apply them. `waiting` is told when the lock is busy.
 ///
@@ -505,33 +488,6 @@ pub fn apply(
         }
     }
     Ok(o)
-}
-
-/// `report` when every check passed, else the error that stops the run.
-fn passed(report: crate::preflight::Report) -> Result<crate::preflight::Report, RunError> {
-    if report.passed() {
-        return Ok(report);
-    }
-    let lines = report.failure_lines();
-    Err(RunError::Preflight {
-        report: Box::new(report),
-        lines,
-    })
-}
-
-/// `vmagent check --online`: the bundle, then every online check (config from `root`;
-/// `[preflight] enabled` does not apply: it was asked for).
-pub fn check_online(
-    bundle: &Path,
-    root: &Path,
-    allow_expired_token: bool,
-) -> Result<(Bundle, crate::preflight::Report), RunError> {
-    let root = Root::new(root)?;
-    let cfg = Config::load(&root)?;
-    let replaced = cfg.token.provider != crate::config::ProviderKind::Bundle;
-    let b = check(bundle, allow_expired_token || replaced)?;
-    let report = crate::preflight::online(&b, &root, &cfg);
-    Ok((b, report))
 }
 
 /// With a `[token]` provider, its token in place of the bundle's (see

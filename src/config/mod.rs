@@ -13,6 +13,7 @@ use crate::fsx;
 use crate::root::Root;
 
 pub mod doctor;
+pub mod health;
 pub mod logs;
 pub mod metrics;
 pub mod overrides;
@@ -20,6 +21,7 @@ pub mod preflight;
 pub mod token;
 pub mod trust;
 pub use doctor::DoctorConfig;
+pub use health::HealthConfig;
 pub use logs::LogsConfig;
 pub use metrics::MetricsConfig;
 pub use overrides::OverridesConfig;
@@ -209,47 +211,6 @@ impl Default for DaemonConfig {
             token_warn_percent: d_token_warn(),
             identity_warn_secs: d_identity_warn(),
             resolv_debounce_ms: d_resolv_debounce(),
-        }
-    }
-}
-
-/// `[health]`: how readiness is judged.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthConfig {
-    /// The proxy's readiness endpoint (200 = ready).
-    #[serde(default = "d_ready_url")]
-    pub ready_url: String,
-    /// How long `apply` waits for ready when --wait is not given.
-    #[serde(default = "d_wait")]
-    pub wait_secs: u64,
-    /// Where the daemon POSTs a JSON health document on every change (optional).
-    pub report_url: Option<String>,
-    /// A file holding the report's `Authorization` header value (inside the root;
-    /// root-owned, mode 0600), e.g. `Bearer abc...`.
-    pub report_authorization_file: Option<PathBuf>,
-    /// A client certificate (PEM, inside the root) presented to the report URL (mTLS).
-    pub report_client_cert: Option<PathBuf>,
-    /// Its private key (PEM, inside the root; root-owned, mode 0600).
-    pub report_client_key: Option<PathBuf>,
-}
-
-fn d_ready_url() -> String {
-    crate::net::READY_URL.into()
-}
-fn d_wait() -> u64 {
-    180
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            ready_url: d_ready_url(),
-            wait_secs: d_wait(),
-            report_url: None,
-            report_authorization_file: None,
-            report_client_cert: None,
-            report_client_key: None,
         }
     }
 }

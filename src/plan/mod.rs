@@ -3,8 +3,11 @@
 
 mod boot;
 mod hosts_block;
+mod logs;
 mod proxy_dirs;
 pub mod render;
+
+pub use logs::{logrotate_rule, Rotation};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -69,41 +72,6 @@ pub struct PlanOptions {
     pub defer_owner: bool,
     /// Rotation of the sidecar's logs (`[logs]`); `None`: no rule is installed.
     pub rotate: Option<Rotation>,
-}
-
-/// How the sidecar's logs are rotated (`[logs]` of the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rotation {
-    /// Rotate a log once it is larger than this many MiB.
-    pub size_mib: u64,
-    /// Rotated copies kept.
-    pub count: u32,
-}
-
-/// The logrotate rule for istio.log and istio.err.log. `copytruncate`: pilot-agent and
-/// Envoy keep both files open (istio-start.sh appends to them with `>>`, so after the
-/// truncation they write at the new end, from 0), and renaming them away would leave
-/// the proxy writing into the rotated file. `delaycompress`: the newest copy stays
-/// plain for a person reading it.
-pub fn logrotate_rule(r: Rotation) -> String {
-    format!(
-        "# Installed by vmagent (`vmagent uninstall` removes it). Size and count: [logs] in\n\
-         # /etc/vmagent/config.toml, then apply again. copytruncate: the proxy keeps the\n\
-         # logs open, so they are copied and truncated in place, never moved.\n\
-         {} {} {{\n\
-         \tsize {}M\n\
-         \trotate {}\n\
-         \tcopytruncate\n\
-         \tmissingok\n\
-         \tnotifempty\n\
-         \tcompress\n\
-         \tdelaycompress\n\
-         }}\n",
-        layout::ISTIO_LOG,
-        layout::ISTIO_ERR_LOG,
-        r.size_mib,
-        r.count
-    )
 }
 
 /// An owner as numbers plus the name shown to people.
@@ -548,50 +516,6 @@ impl Planner<'_> {
                 },
                 host,
             ),
-        }
-        Ok(())
-    }
-
-    fn previous_state(&self) -> Result<Option<AppliedIdentity>, PlanError> {
-        let sys = format!("{}/{}", self.root.state_dir().display(), applied::FILE);
-        let host = self.host(&sys, false)?;
-        Ok(fsx::read_file(&host, READ_LIMIT)
-            .ok()
-            .flatten()
-            .and_then(|d| AppliedIdentity::parse(&d)))
-    }
-
-    /// The proxy's own certificates belong to the identity they were issued for.
-    fn stale_certs(
-        &mut self,
-        bundle: &Bundle,
-        previous: Option<&AppliedIdentity>,
-    ) -> Result<(), PlanError> {
-        if bundle.files.contains_key(&Member::CertChain) {
-            return Ok(()); // legacy bundle: the certs come from the bundle itself
-        }
-        let (Some(old), Some(new)) = (
-            previous.and_then(|s| s.token_sub.as_deref()),
-            bundle.token.sub.as_deref(),
-        ) else {
-            return Ok(());
-        };
-        if old == new {
-            return Ok(());
-        }
-        for sys in layout::PROXY_CERTS {
-            let (host, meta) = self.lstat(sys, false)?;
-            if meta.is_some() {
-                self.push(
-                    Action::Remove {
-                        path: sys.to_string(),
-                        reason: format!(
-                            "issued to the previous identity {old}; the proxy gets a new one for {new}"
-                        ),
-                    },
-                    host,
-                );
-            }
         }
         Ok(())
     }

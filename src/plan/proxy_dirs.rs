@@ -1,34 +1,14 @@
 //! Directories the proxy needs beyond the layout table's: the certificate directories
-//! cluster.env names, and whether dnsmasq (for a legacy `kubedns`) is there.
+//! cluster.env names, and whether dnsmasq (for a legacy `kubedns`) is there; and the
+//! proxy's own certificates, stale once the identity changes.
 
-use super::{blocked, PlanError, Planner};
-use crate::bundle::Bundle;
-use crate::fsx::Kind;
+use super::{blocked, Action, PlanError, Planner, READ_LIMIT};
+use crate::applied::{self, AppliedIdentity};
+use crate::bundle::{Bundle, Member};
+use crate::fsx::{self, Kind};
 use crate::layout::{self, Owner};
 
 impl Planner<'_> {
-    /// The logrotate rule, where logrotate is installed (its /etc/logrotate.d exists):
-    /// elsewhere the rule would do nothing and its directory would be left behind.
-    pub(super) fn logrotate(&mut self, r: super::Rotation) -> Result<(), PlanError> {
-        let s = layout::LOGROTATE_RULE;
-        let (_, dir) = self.lstat(layout::LOGROTATE_DIR, true)?;
-        if !dir.is_some_and(|m| m.kind == Kind::Dir) {
-            self.plan.warnings.push(format!(
-                "logrotate is not installed ({} is missing), so {} grows without bound: install it (`apt-get install logrotate` or `dnf install logrotate`) and apply again, or set [logs] rotate = false",
-                layout::LOGROTATE_DIR,
-                layout::ISTIO_LOG
-            ));
-            return Ok(());
-        }
-        self.file(
-            s.path,
-            super::What::LogrotateRule,
-            super::logrotate_rule(r).into_bytes(),
-            s.mode,
-            self.owner(s.owner),
-        )
-    }
-
     pub(super) fn dnsmasq_installed(&self) -> Result<bool, PlanError> {
         let (_, meta) = self.lstat(layout::DNSMASQ_DIR, true)?;
         Ok(meta.is_some_and(|m| m.kind == Kind::Dir))
@@ -62,6 +42,50 @@ impl Planner<'_> {
                     }
                     _ => {}
                 },
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn previous_state(&self) -> Result<Option<AppliedIdentity>, PlanError> {
+        let sys = format!("{}/{}", self.root.state_dir().display(), applied::FILE);
+        let host = self.host(&sys, false)?;
+        Ok(fsx::read_file(&host, READ_LIMIT)
+            .ok()
+            .flatten()
+            .and_then(|d| AppliedIdentity::parse(&d)))
+    }
+
+    /// The proxy's own certificates belong to the identity they were issued for.
+    pub(super) fn stale_certs(
+        &mut self,
+        bundle: &Bundle,
+        previous: Option<&AppliedIdentity>,
+    ) -> Result<(), PlanError> {
+        if bundle.files.contains_key(&Member::CertChain) {
+            return Ok(()); // legacy bundle: the certs come from the bundle itself
+        }
+        let (Some(old), Some(new)) = (
+            previous.and_then(|s| s.token_sub.as_deref()),
+            bundle.token.sub.as_deref(),
+        ) else {
+            return Ok(());
+        };
+        if old == new {
+            return Ok(());
+        }
+        for sys in layout::PROXY_CERTS {
+            let (host, meta) = self.lstat(sys, false)?;
+            if meta.is_some() {
+                self.push(
+                    Action::Remove {
+                        path: sys.to_string(),
+                        reason: format!(
+                            "issued to the previous identity {old}; the proxy gets a new one for {new}"
+                        ),
+                    },
+                    host,
+                );
             }
         }
         Ok(())

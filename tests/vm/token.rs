@@ -169,6 +169,14 @@ pub fn stays_ready(r: &Results, c: &mut Check) {
     );
     check_status_ready(c, r, sc);
     proxy_up(c, r, sc, "");
+    // The refresh needs no restart: pilot-agent reads the token file for every CA
+    // request (FINDINGS.md 10: every refresh used to restart the proxy).
+    c.eq(
+        sc,
+        "istio MainPID across the token refresh",
+        r.get(sc, "pid"),
+        r.get(sc, "started.pid"),
+    );
     no_refusals(c, r, sc);
     let all = issued(r, sc);
     c.that(sc, !all.is_empty(), || {
@@ -231,6 +239,13 @@ pub fn reboot_expired(r: &Results, c: &mut Check) {
         "systemctl is-active vmagent",
         r.get(sc, "vmagent_active"),
         "active",
+    );
+    // Started once: the restored token carries the identity istio started with.
+    c.eq(
+        sc,
+        "istio.service starts in this boot",
+        r.get(sc, "starts"),
+        "1",
     );
     no_refusals(c, r, sc);
     let boot = r.get(sc, "boot_id");

@@ -880,7 +880,6 @@ fn line_index(text: &str, needles: &[&str]) -> usize {
         .unwrap_or_else(|| panic!("no line with {needles:?} in:\n{text}"))
 }
 
-#[test]
 /// A token provider's refresh does not restart the proxy (VM test s10 saw one after
 /// every refresh): pilot-agent reads the token file for every CA request (README, "How
 /// pilot-agent renews"), so only a new identity is a reason to restart.
@@ -927,6 +926,7 @@ fn a_refreshed_token_of_the_same_identity_does_not_restart_the_proxy() {
     assert_eq!(vm.fake.main_pid(), pid, "{}", vm.context(&d));
 }
 
+#[test]
 fn token_restored_after_reboot_before_ready() {
     let vm = Vm::new("ready");
     let mut d = vm.started();

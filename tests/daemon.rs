@@ -880,6 +880,52 @@ fn line_index(text: &str, needles: &[&str]) -> usize {
         .unwrap_or_else(|| panic!("no line with {needles:?} in:\n{text}"))
 }
 
+/// A token provider's refresh does not restart the proxy (VM test s10 saw one after
+/// every refresh): pilot-agent reads the token file for every CA request (README, "How
+/// pilot-agent renews"), so only a new identity is a reason to restart.
+#[test]
+fn a_refreshed_token_of_the_same_identity_does_not_restart_the_proxy() {
+    let vm = Vm::new("ready");
+    let feed = "/run/token-agent/istio-token";
+    let mut conf = fs::read_to_string(vm.root.at(CONFIG)).unwrap();
+    conf.push_str(&format!(
+        "\n[token]\nprovider = \"file\"\npath = \"{feed}\"\n"
+    ));
+    vm.write_config_text(&conf);
+    // The provider's files must be root-only (the test runs as root, as vmagent does).
+    fs::set_permissions(vm.root.at(CONFIG), fs::Permissions::from_mode(0o600)).unwrap();
+    let feed_at = vm.root.at(feed);
+    fs::create_dir_all(feed_at.parent().unwrap()).unwrap();
+    let put_feed = |tok: &[u8]| {
+        fs::write(&feed_at, tok).unwrap();
+        fs::set_permissions(&feed_at, fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    // The bundle's token first (nothing newer yet: the installed one stays).
+    put_feed(&example("istio-token"));
+    let d = vm.started();
+    let before = vm.fake.calls().len();
+    let pid = vm.fake.main_pid();
+    // Newer than the bundle's (exp 4000000000), same identity.
+    let newer = jwt(&format!(
+        r#"{{"aud":["istio-ca"],"exp":4100000000,"iat":{},"sub":"system:serviceaccount:vm-ns:vm-sa"}}"#,
+        unix_now()
+    ));
+    put_feed(&newer);
+    let mut want = newer.clone();
+    want.push(b'\n');
+    vm.wait_for(&d, "the refreshed token installed", || {
+        (fs::read(vm.at(TOKEN)).ok()? == want).then_some(())
+    });
+    // Two drift checks (1 s apart) after the refresh: the one that used to restart.
+    let from = d.stderr().len();
+    vm.wait_for(&d, "two reconciles after the refresh", || {
+        (d.stderr_from(from).matches("service step done").count() >= 2).then_some(())
+    });
+    let verbs = vm.fake.verbs_from(before);
+    assert_eq!(count(&verbs, "restart"), 0, "{verbs:?}\n{}", vm.context(&d));
+    assert_eq!(vm.fake.main_pid(), pid, "{}", vm.context(&d));
+}
+
 #[test]
 fn token_restored_after_reboot_before_ready() {
     let vm = Vm::new("ready");

@@ -7,7 +7,7 @@
 //! (tests/common/packages.rs) and the example bundle, and puts them with the guest
 //! scripts (tests/vm/guest/) into a cloud-init NoCloud seed. tests/vm/build-image.sh
 //! makes (once, cached) the guest image, tests/vm/boot.sh boots it. In the guest,
-//! cloud-init's runcmd drives the first boot and a oneshot unit each of the other two:
+//! cloud-init's runcmd drives the first boot and a oneshot unit each of the other three:
 //!
 //! | scenario | what |
 //! |---|---|
@@ -18,6 +18,8 @@
 //! | s9 | reboot of the VM onboarded by the one-shot apply alone (vmagent.service neither enabled nor running): the tmpfiles.d rule apply installed put the token back (content, 0600, istio-proxy) before istio started, ready again |
 //! | s6 | second boot: `systemctl enable --now vmagent`: status ready, a hand-edited hosts block repaired |
 //! | s5 | reboot: the token (tmpfs) is back before vmagent and istio start (the tmpfiles.d rule), the daemon is ready before istio starts, ready again |
+//! | s10 | the `kubernetes` token provider (issue 14), TokenRequest server on the guest's loopback: a bundle whose token expires 60 s after the guest made it, applied, then the provider configured and the daemon started: past that exp the proxy is still ready and the installed token (0600 istio-proxy, also the boot copy) is one the server issued, later than the bundle's; no token or credential in the journal (tests/vm/token.rs) |
+//! | s11 | reboot with the expired bundle token in the boot copy and the token cache: the daemon got a fresh token from the server before its READY=1 and before istio.service started, and installed it; ready again |
 //! | s7 | `vmagent uninstall` refused while the daemon runs; then `systemctl disable --now vmagent`, `vmagent uninstall --purge`, `dpkg --purge vmagent`: back to the snapshot taken before vmagent (/etc/passwd, /etc/group excepted) |
 //! | s8 | after s7, the fixture package by hand in its `iptables-fail` scenario: istio-iptables' error in the unit's journal (not in istio.log), the proxy never started, systemd restarting the unit |
 //!
@@ -31,6 +33,8 @@
 //! /var/tmp/vmagent-vm), VMAGENT_VM_ACCEL=kvm|tcg (default: probed, see boot.sh).
 
 mod common;
+#[path = "vm/token.rs"]
+mod token;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -218,10 +222,11 @@ fn build_payload(work: &Path, bin: &Path) -> Payload {
     }
     let files: Vec<&str> = FILES.iter().map(|f| f.1).collect();
     let dirs: Vec<&str> = DIRS.iter().map(|d| d.0).collect();
+    let token_params = token::seed(&seed);
     fs::write(
         seed.join("params.env"),
         format!(
-            "PORT={PORT}\nV1_DEB={}\nV1_SHA={}\nV2_DEB={}\nV2_SHA={}\nBAD_SHA={bad_sha}\nVMAGENT_DEB={deb_name}\n\
+            "{token_params}PORT={PORT}\nV1_DEB={}\nV1_SHA={}\nV2_DEB={}\nV2_SHA={}\nBAD_SHA={bad_sha}\nVMAGENT_DEB={deb_name}\n\
              CHECK_FILES='{}'\nCHECK_DIRS='{}'\n",
             debs[0].0,
             debs[0].1,
@@ -328,10 +333,10 @@ fn boot(image: &Path, seed: &Path, work: &Path, per_boot: Duration) -> Boot {
         if text.contains("VMTEST boot2 done=") && done_at.is_none() {
             done_at = Some(Instant::now());
         }
-        if boots > 3 {
+        if boots > 4 {
             let _ = child.kill();
             let _ = child.wait();
-            break Some(format!("the guest booted {boots} times (expected 3)"));
+            break Some(format!("the guest booted {boots} times (expected 4)"));
         }
         if done_at.is_some_and(|t| t.elapsed() > Duration::from_secs(120)) {
             let _ = child.kill();
@@ -648,6 +653,12 @@ fn assert_all(r: &Results, p: &Payload, c: &mut Check) {
     if ran(c, r, "s5") {
         reboot(r, p, c);
     }
+    if ran(c, r, "s10") {
+        token::stays_ready(r, c);
+    }
+    if ran(c, r, "s11") {
+        token::reboot_expired(r, c);
+    }
     if ran(c, r, "s7") {
         uninstall(r, c, &pristine_hosts);
     }
@@ -655,7 +666,7 @@ fn assert_all(r: &Results, p: &Payload, c: &mut Check) {
         iptables_fail(r, c);
     }
     c.that("boot2", !r.get("boot2", "done").is_empty(), || {
-        "the second boot did not finish".into()
+        "the last boot did not finish".into()
     });
 }
 
@@ -1335,6 +1346,8 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("s9", "reboot, no daemon: tmpfiles token, ready"),
     ("s6", "daemon: ready, repairs hosts drift"),
     ("s5", "reboot: token restored, ready"),
+    ("s10", "token provider: 60 s bundle token, ready"),
+    ("s11", "reboot, expired token: fresh before istio"),
     ("s7", "uninstall back to the snapshot"),
     ("s8", "fixture iptables-fail: journal, restarts"),
     ("boot2", "the run completed"),

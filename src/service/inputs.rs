@@ -5,7 +5,7 @@
 //! restart.
 //!
 //! Inputs: the bundle files the agent reads at start (cluster.env, mesh, root-cert.pem,
-//! the token), the package's sidecar.env and unit, and the package's programs (by inode,
+//! the token's identity: see [`token_identity`]), the package's sidecar.env and unit, and the package's programs (by inode,
 //! size and mtime: an upgrade replaces them; hashing a 100 MB Envoy on every apply would
 //! not be cheap). cert-chain.pem and key.pem are left out: the agent itself rewrites
 //! them on every renewal.
@@ -88,7 +88,11 @@ pub fn digest(root: &Root) -> Record {
         if matches!(f.member, Member::CertChain | Member::Key | Member::KubeDns) {
             continue;
         }
-        inputs.insert(f.member.name().to_string(), content(root, f.path));
+        let digest = match f.member {
+            Member::Token => token_identity(root, f.path),
+            _ => content(root, f.path),
+        };
+        inputs.insert(f.member.name().to_string(), digest);
     }
     for p in PACKAGE_FILES {
         inputs.insert(p.to_string(), content(root, p));
@@ -118,6 +122,28 @@ pub fn digest(root: &Root) -> Record {
         inputs.insert(p.to_string(), id);
     }
     Record { version: 1, inputs }
+}
+
+/// The token counts by the identity it carries, not by its bytes: pilot-agent reads the
+/// token file afresh for every CA request (README, "How pilot-agent renews":
+/// `security/pkg/credentialfetcher/plugin/token.go`), so a renewed token for the same
+/// `sub` (a token provider's refresh, a new bundle's token) needs no restart, while a new
+/// identity does (the running agent holds the old identity's certificate). A token
+/// without a readable `sub` counts by its bytes.
+fn token_identity(root: &Root, sys: &str) -> String {
+    let sub = root
+        .resolve(Path::new(sys))
+        .ok()
+        .and_then(|h| crate::fsx::read_file(&h, 64 * 1024).ok().flatten())
+        .and_then(|d| crate::bundle::token::claims(&d).ok())
+        .and_then(|t| t.sub);
+    match sub {
+        Some(sub) => format!(
+            "identity {}",
+            crate::text::hex(&Sha256::digest(sub.as_bytes()))
+        ),
+        None => content(root, sys),
+    }
 }
 
 fn content(root: &Root, sys: &str) -> String {

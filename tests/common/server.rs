@@ -518,6 +518,8 @@ pub struct TestCa {
     pub pem: String,
     /// The CA certificate, DER.
     pub der: rustls::pki_types::CertificateDer<'static>,
+    /// The server certificate and its PKCS#8 key, PEM (for servers outside this process).
+    pub leaf_pem: (String, String),
     server_config: Arc<rustls::ServerConfig>,
 }
 
@@ -563,6 +565,7 @@ impl TestCa {
         TestCa {
             pem: ca_cert.pem(),
             der: ca_cert.der().clone(),
+            leaf_pem: (leaf_cert.pem(), leaf_key.serialize_pem()),
             server_config: Arc::new(cfg),
         }
     }

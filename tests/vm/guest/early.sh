@@ -8,6 +8,7 @@ set -uo pipefail
 mkdir -p /run/vmtest
 {
     if [ -e /var/run/secrets/tokens/istio-token ]; then echo "token_early=present"; else echo "token_early=absent"; fi
+    [ -e /var/run/secrets/tokens/istio-token ] && echo "token_early_sha256=$(tr -d '\n' </var/run/secrets/tokens/istio-token | sha256sum | cut -d" " -f1)"
     echo "run_fstype=$(findmnt -no FSTYPE /run)"
     echo "early_uptime=$(cut -d' ' -f1 /proc/uptime)"
     echo "vmagent_early=$(systemctl is-active vmagent.service)"

@@ -226,3 +226,29 @@ service_facts() {
     mark "${p}nrestarts=$(unit_prop istio.service NRestarts)"
     mark "${p}starts=$(istio_starts)"
 }
+
+# jwt_claim FILE CLAIM: one claim of the JWT in FILE ("none" when unreadable).
+jwt_claim() {
+    python3 - "$1" "$2" <<'PY' 2>/dev/null || echo none
+import base64, json, sys
+p = open(sys.argv[1]).read().strip().split(".")[1]
+print(json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))[sys.argv[2]])
+PY
+}
+# token_sha FILE: the sha256 of the JWT in FILE without its line end (vmagent installs a
+# token with a trailing newline; the server logs the sha256 of the bare token).
+token_sha() { tr -d '\n' <"$1" | sha256sum | cut -d' ' -f1; }
+# token_facts PREFIX FILE: the token's mode and owners, sha256 (token_sha) and exp.
+token_facts() {
+    if [ -e "$2" ]; then
+        mark "${1}token=$(stat -c '%a %u %g' "$2")"
+        mark "${1}token_sha256=$(token_sha "$2")"
+        mark "${1}token_exp=$(jwt_claim "$2" exp)"
+    else
+        mark "${1}token=absent"
+    fi
+}
+# The guest's TokenRequest server (tokenserver.py, scenarios s10 and s11): its files and
+# the log of what it issued.
+TOKEN_DIR=/etc/vmtest-token
+TOKEN_LOG=$W/tokenserver.log

@@ -240,7 +240,11 @@ fn build_payload(work: &Path, bin: &Path) -> Payload {
 
     // cloud-init: runcmd drives the first boot. The one-shot apply (scenario 1) is a
     // user-data line itself; step.sh only records its output, exit code and timing. The
-    // daemon is enabled only in the second boot, after scenario 9.
+    // daemon is enabled only in the second boot, after scenario 9. Every apply in the
+    // guest passes --no-preflight: there is no istiod (the example bundle's 192.0.2.10
+    // is a documentation address), so the online preflight would refuse it; the
+    // preflight is tested on the host against real TLS servers in network namespaces
+    // (tests/preflight.rs).
     let g = "/mnt/vmtest/guest";
     let user_data = format!(
         "#cloud-config
@@ -248,7 +252,7 @@ fn build_payload(work: &Path, bin: &Path) -> Payload {
 runcmd:
   - [sh, -c, 'mkdir -p /mnt/vmtest && mount -o ro LABEL=cidata /mnt/vmtest']
   - [bash, {g}/boot1-pre.sh]
-  - [bash, {g}/step.sh, s1, apply, /mnt/vmtest/vmagent, apply, /mnt/vmtest/bundle, -v, --package, 'http://127.0.0.1:{PORT}/{}', --package-sha256, '{}', --wait, '120']
+  - [bash, {g}/step.sh, s1, apply, /mnt/vmtest/vmagent, apply, /mnt/vmtest/bundle, -v, --no-preflight, --package, 'http://127.0.0.1:{PORT}/{}', --package-sha256, '{}', --wait, '120']
   - [bash, {g}/boot1-post.sh]
   - [bash, {g}/boot1-reboot.sh]
 ",

@@ -50,7 +50,7 @@ scenario s2
 service_facts before.
 mtimes before.mtime
 mark "before.pkg_gets=$(journalctl -u vmtest-pkgserver --no-pager -o cat | grep -c "GET /$V1_DEB")"
-run_step apply "$SEED/vmagent" apply "$SEED/bundle" \
+run_step apply "$SEED/vmagent" apply "$SEED/bundle" --no-preflight \
     --package "http://127.0.0.1:$PORT/$V1_DEB" --package-sha256 "$V1_SHA" --wait 120
 service_facts after.
 mtimes after.mtime
@@ -60,7 +60,7 @@ mark "hosts_b64=$(base64 -w0 /etc/hosts)"
 # --- scenario 3: upgrade to the v2 package ------------------------------------------
 scenario s3
 service_facts before.
-run_step apply "$SEED/vmagent" apply "$SEED/bundle" \
+run_step apply "$SEED/vmagent" apply "$SEED/bundle" --no-preflight \
     --package "http://127.0.0.1:$PORT/$V2_DEB" --package-sha256 "$V2_SHA" --wait 120
 service_facts after.
 mark "pkg=$(pkg_state istio-sidecar)"

@@ -39,7 +39,7 @@ vcmd cat "$W/snap-pre/hosts"
 
 # --- scenario 4: wrong --package-sha256 on the pristine VM --------------------------
 scenario s4
-run_step apply "$SEED/vmagent" apply "$SEED/bundle" \
+run_step apply "$SEED/vmagent" apply "$SEED/bundle" --no-preflight \
     --package "http://127.0.0.1:$PORT/$V1_DEB" --package-sha256 "$BAD_SHA" --wait 30
 mark "pkg=$(pkg_state istio-sidecar)"
 mark "istio_load=$(unit_prop istio.service LoadState)"

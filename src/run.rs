@@ -442,10 +442,8 @@ pub fn apply(
     });
     let service = match &mut monitor {
         Some(m) => Some(
-            service::step(&root, installed_with.is_some(), dns_changed, &mut || {
-                m.mark()
-            })
-            .map_err(|e| after_package(e.into(), &installed_with))?,
+            service::step(&root, dns_changed, &mut || m.mark())
+                .map_err(|e| after_package(e.into(), &installed_with))?,
         ),
         None => None,
     };

@@ -396,23 +396,30 @@ fn ready_after_first_apply() {
     let out = stdout(&o);
     assert!(out.contains(READY_LINE), "{}", vm.show(&o));
     assert!(
-        out.contains("service: istio.service daemon-reload, enable, start\n"),
+        out.contains("service: istio.service enable --now\n"),
         "{}",
         vm.show(&o)
     );
     assert_eq!(deb_installed(vm.root.path()).as_deref(), Some(V1));
 
-    // The package was installed, so: daemon-reload, enable, start, in that order, once.
-    let verbs = vm.fake.verbs();
-    let (reload, enable, start) = (
-        pos(&verbs, "daemon-reload"),
-        pos(&verbs, "enable"),
-        pos(&verbs, "start"),
+    // The fewest systemctl calls a first start can take: one `show` (load, activity,
+    // enablement, NeedDaemonReload at once), then `enable --now`. No daemon-reload: the
+    // package's new unit file is loaded on first reference, and enable reloads anyway.
+    // (The health monitor's own `show`s while it waits come after.)
+    let calls = vm.fake.calls();
+    let upto = calls
+        .iter()
+        .position(|c| c == "enable --now istio.service")
+        .map_or(calls.len(), |i| i + 1);
+    assert_eq!(
+        calls[..upto],
+        [
+            "show istio.service --property=LoadState,ActiveState,SubState,NRestarts,NeedDaemonReload,UnitFileState",
+            "enable --now istio.service",
+        ],
+        "{calls:?}"
     );
-    assert!(reload < enable && enable < start, "order: {verbs:?}");
-    for v in ["daemon-reload", "enable", "start"] {
-        assert_eq!(count(&verbs, v), 1, "{v}: {verbs:?}");
-    }
+    let verbs = vm.fake.verbs();
     assert_eq!(count(&verbs, "restart"), 0, "{verbs:?}");
     assert!(vm.fake.main_pid().is_some(), "the service is not running");
     assert!(
@@ -651,7 +658,9 @@ fn fresh_bundle_after_rejection_ignores_the_old_process() {
     // reads the token file on every attempt, FINDINGS.md 10).
     assert!(
         out.lines().any(|l| l
-            .starts_with("service: istio.service daemon-reload, restart (changed: ")
+            .strip_prefix("service: istio.service ")
+            .map(|l| l.strip_prefix("daemon-reload, ").unwrap_or(l))
+            .is_some_and(|l| l.starts_with("restart (changed: "))
             && !l.contains("istio-token")
             && l.contains("/usr/local/bin/pilot-agent")),
         "{}",
@@ -828,9 +837,17 @@ fn wait_zero_starts_and_returns() {
         vm.show(&o)
     );
     assert!(!out.contains(READY_LINE), "{}", vm.show(&o));
-    let verbs = vm.fake.verbs();
-    assert_eq!(count(&verbs, "start"), 1, "{verbs:?}");
-    assert_eq!(count(&verbs, "enable"), 1, "{verbs:?}");
+    // Started (and enabled) by the one `enable --now`.
+    let calls = vm.fake.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| *c == "enable --now istio.service")
+            .count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(count(&vm.fake.verbs(), "start"), 0, "{calls:?}");
     let st = vm.status_file();
     assert_eq!(st["health"]["state"], "starting", "{st:#}");
     assert_eq!(st["last_apply"]["exit_code"], 0, "{st:#}");

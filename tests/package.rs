@@ -687,6 +687,51 @@ fn missing_depends_are_named_and_dpkg_not_run() {
     assert_no_bundle_files(&r, "missing depends");
 }
 
+/// A Depends clause with a version the root does not have: before, only the names were
+/// checked, dpkg ran, failed on the dependency and left istio-sidecar unpacked but
+/// unconfigured (exit 6, the root changed). Now it is refused before dpkg runs, naming
+/// the version that is there; a satisfied relation installs.
+#[test]
+fn versioned_depends_are_checked_before_dpkg_runs() {
+    let w = Work::new();
+    let too_new = w.deb(&Fixture {
+        depends: ["iproute2 (>= 5.0)", "iptables", "sudo | doas", "hostname"]
+            .map(String::from)
+            .to_vec(),
+        ..Fixture::new(V1)
+    });
+    let b = w.example();
+    let r = deb_root(DEB_DEPS);
+    let status = dpkg_status(&r);
+    let o = code(
+        apply(&r, &b, &[OsStr::new("--package"), os(&too_new)]),
+        4,
+        "unmet versioned depends",
+    );
+    assert!(
+        stderr(&o).contains("iproute2 (>= 5.0) (iproute2 1.0 is installed)"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(dpkg_status(&r), status, "dpkg ran");
+    assert!(!r.at("/var/lib/dpkg/info/istio-sidecar.list").exists());
+    assert_no_bundle_files(&r, "unmet versioned depends");
+
+    // (Another directory: the fixture's file name is the same.)
+    let w2 = Work::new();
+    let fits = w2.deb(&Fixture {
+        depends: ["iproute2 (>= 0.9)", "iptables (<< 2:0)", "sudo", "hostname"]
+            .map(String::from)
+            .to_vec(),
+        ..Fixture::new(V1)
+    });
+    ok(
+        apply(&r, &b, &[OsStr::new("--package"), os(&fits)]),
+        "satisfied versioned depends",
+    );
+    assert_eq!(deb_installed(r.path()).as_deref(), Some(V1));
+}
+
 // ---------------------------------------------------------------------------------
 // 9. Failing postinst
 // ---------------------------------------------------------------------------------

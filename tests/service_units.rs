@@ -325,7 +325,7 @@ fn static_node_agent_is_started_not_enabled() {
     assert!(at(&format!("enable {NODE_AGENT}")).is_none(), "{ctx}");
     let (agent, istio) = (
         at(&format!("start {NODE_AGENT}")),
-        at("start istio.service"),
+        at("enable --now istio.service"),
     );
     assert!(
         agent.is_some() && istio.is_some() && agent < istio,
@@ -359,7 +359,7 @@ fn restart_sec_of_the_unit_is_honoured_after_a_crash() {
     let show_unit = vm.fake.systemctl(&[
         "show",
         "istio.service",
-        "--property=LoadState,ActiveState,SubState,NRestarts,NeedDaemonReload",
+        "--property=LoadState,ActiveState,SubState,NRestarts,NeedDaemonReload,UnitFileState",
     ]);
     if vm.fake.runs().len() == 1 {
         let text = stdout(&show_unit);

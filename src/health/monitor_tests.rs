@@ -92,6 +92,7 @@ fn restarts_make_a_crash_loop() {
             sub: "auto-restart".into(),
             restarts: c.get(),
             need_reload: false,
+            ..Default::default()
         })
     });
     let (_t, log, mut m) = fixture(Some(view));
@@ -120,6 +121,7 @@ fn a_missing_unit_is_not_installed() {
             sub: "dead".into(),
             restarts: 0,
             need_reload: false,
+            ..Default::default()
         })
     });
     let (_t, _log, mut m) = fixture(Some(view));

@@ -1,7 +1,7 @@
 //! Talking to dpkg and rpm: what a package file is, what is installed in the target
 //! root, which dependencies are missing, and the install itself.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub struct FileInfo {
     pub version: String,
     /// Architecture field.
     pub arch: String,
-    /// Depends (deb only; rpm checks its own).
+    /// Depends and Pre-Depends (deb only; rpm checks its own).
     pub depends: String,
 }
 
@@ -67,7 +67,7 @@ pub fn file_info(format: Format, path: &Path) -> Result<FileInfo, PackageError> 
         Format::Deb => {
             let mut c = cmd::command("dpkg-deb");
             c.arg("--show")
-                .arg("--showformat=${Package}\\n${Version}\\n${Architecture}\\n${Depends}\\n")
+                .arg("--showformat=${Package}\\n${Version}\\n${Architecture}\\n${Depends}\\n${Pre-Depends}\\n")
                 .arg(path);
             (c, 4)
         }
@@ -98,7 +98,15 @@ pub fn file_info(format: Format, path: &Path) -> Result<FileInfo, PackageError> 
         name: lines[0].to_string(),
         version: lines[1].to_string(),
         arch: lines[2].to_string(),
-        depends: lines.get(3).unwrap_or(&"").to_string(),
+        // Pre-Depends must be met before unpacking: for this check, the same as Depends.
+        depends: lines
+            .get(3..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", "),
     })
 }
 
@@ -121,38 +129,145 @@ pub fn installed(root: &Root, format: Format) -> Result<Option<String>, PackageE
     }
 }
 
-/// Dependencies of a .deb that are not installed in the root (alternatives and
-/// Provides count; version constraints are left to dpkg).
+/// Dependencies of a .deb that the root does not satisfy: a clause is met when one of
+/// its alternatives is a fully installed package (or one it Provides) and, for a
+/// versioned alternative, the installed version satisfies the relation (checked with
+/// `dpkg --compare-versions`, dpkg's own rules; a Provides never satisfies a versioned
+/// clause here, so such a clause is left to the resolver). An unmet versioned clause
+/// names the version that is there.
 pub fn missing_deps(root: &Root, depends: &str) -> Result<Vec<String>, PackageError> {
     if depends.trim().is_empty() {
         return Ok(vec![]);
     }
-    let o =
-        run(tool(root, "dpkg-query").args(["-W", "-f=${Package}\\t${Status}\\t${Provides}\\n"]))?;
-    let mut have = BTreeSet::new();
+    let o = run(tool(root, "dpkg-query").args([
+        "-W",
+        "-f=${Package}\\t${Status}\\t${Version}\\t${Provides}\\n",
+    ]))?;
+    let mut versions: BTreeMap<String, String> = BTreeMap::new();
+    let mut provided = BTreeSet::new();
     for line in String::from_utf8_lossy(&o.stdout).lines() {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() >= 2 && f[1] == "install ok installed" {
-            have.insert(f[0].to_string());
-            for p in f.get(2).unwrap_or(&"").split(',') {
-                have.insert(dep_name(p));
+        if f.len() >= 3 && f[1] == "install ok installed" {
+            versions.insert(f[0].to_string(), f[2].to_string());
+            for p in f.get(3).unwrap_or(&"").split(',') {
+                provided.insert(Dep::parse(p).name);
             }
         }
     }
-    Ok(depends
-        .split(',')
-        .filter(|clause| !clause.split('|').any(|alt| have.contains(&dep_name(alt))))
-        .map(|clause| clause.trim().to_string())
-        .collect())
+    let mut unmet = Vec::new();
+    for clause in depends.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let mut why = None;
+        let mut met = false;
+        for alt in clause.split('|').map(Dep::parse) {
+            met = match (&alt.relation, versions.get(&alt.name)) {
+                (None, Some(_)) => true,
+                (None, None) => provided.contains(&alt.name),
+                (Some((op, want)), Some(have)) => {
+                    why.get_or_insert_with(|| format!("{} {have} is installed", alt.name));
+                    compare_versions(have, op, want)?
+                }
+                (Some(_), None) => false,
+            };
+            if met {
+                break;
+            }
+        }
+        if !met {
+            unmet.push(match why {
+                Some(w) => format!("{clause} ({w})"),
+                None => clause.to_string(),
+            });
+        }
+    }
+    Ok(unmet)
 }
 
-/// `iproute2 (>= 1.0)` / `foo:any` -> `iproute2` / `foo`.
-fn dep_name(s: &str) -> String {
-    s.trim()
-        .split([' ', '(', ':'])
-        .next()
-        .unwrap_or_default()
-        .to_string()
+/// One alternative of a Depends clause: `iproute2 (>= 5.0)`, `python3:any`.
+#[derive(Debug, PartialEq, Eq)]
+struct Dep {
+    name: String,
+    /// The relation and version, when the clause has one.
+    relation: Option<(String, String)>,
+}
+
+impl Dep {
+    fn parse(s: &str) -> Dep {
+        let s = s.trim();
+        let (head, rel) = match s.split_once('(') {
+            Some((h, r)) => (h, Some(r.trim_end().trim_end_matches(')'))),
+            None => (s, None),
+        };
+        let name = head
+            .split([' ', ':', '['])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let relation = rel.and_then(|r| {
+            let r = r.trim();
+            let op_len = r.find(|c: char| !"<=>".contains(c)).unwrap_or(r.len());
+            let (op, version) = r.split_at(op_len);
+            (!op.is_empty() && !version.trim().is_empty())
+                .then(|| (op.to_string(), version.trim().to_string()))
+        });
+        Dep { name, relation }
+    }
+}
+
+/// `dpkg --compare-versions HAVE OP WANT` (dpkg knows its version syntax and every
+/// relation, the deprecated `<` and `>` included).
+fn compare_versions(have: &str, op: &str, want: &str) -> Result<bool, PackageError> {
+    let o = run(cmd::command("dpkg").args(["--compare-versions", have, op, want]))?;
+    match o.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(PackageError::Tool(format!(
+            "`dpkg --compare-versions {have} {op} {want}` failed: {}",
+            tail(&o).join(" / ")
+        ))),
+    }
+}
+
+/// How a package file gets installed: the decision, apart from running it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installer {
+    /// dpkg -i / rpm -U alone: every dependency is already there, so apt-get or dnf
+    /// would only add seconds (on a fresh VM apt-get first builds its package cache).
+    Direct,
+    /// apt-get / dnf: they fetch what is missing.
+    Resolver(&'static str),
+    /// Dependencies are missing and nothing here can fetch them.
+    Missing(Vec<String>),
+}
+
+/// The installer for a package whose unmet dependencies are `unmet`, when `resolver`
+/// (apt-get, dnf) is usable here.
+pub fn choose(resolver: Option<&'static str>, unmet: Vec<String>) -> Installer {
+    match (resolver, unmet.is_empty()) {
+        (_, true) => Installer::Direct,
+        (Some(r), false) => Installer::Resolver(r),
+        (None, false) => Installer::Missing(unmet),
+    }
+}
+
+/// What `rpm -U --test` says the file needs (empty when the install would go through;
+/// any other refusal, a conflict say, is left to dnf, which explains it).
+fn rpm_unmet(root: &Root, file: &Path) -> Result<Vec<String>, PackageError> {
+    let o = run(tool(root, "rpm")
+        .args(["-U", "--test", "--oldpackage"])
+        .arg(file))?;
+    if o.status.success() {
+        return Ok(vec![]);
+    }
+    let unmet: Vec<String> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.contains(" is needed by "))
+        .map(|l| l.trim().to_string())
+        .collect();
+    Ok(if unmet.is_empty() {
+        vec!["(rpm --test refused the file)".into()]
+    } else {
+        unmet
+    })
 }
 
 /// Which resolver (if any) installs packages with their dependencies on a live system.
@@ -169,8 +284,10 @@ fn resolver(root: &Root, format: Format) -> Option<&'static str> {
         .then_some(prog)
 }
 
-/// Installs (or upgrades to) the package file: with the distribution's resolver on a
-/// live system, else with dpkg/rpm after checking a .deb's dependencies in the target.
+/// Installs (or upgrades to) the package file: with dpkg/rpm alone when every dependency
+/// is already installed in the target; else, on a live system, with the distribution's
+/// resolver (apt-get, dnf), which fetches what is missing; else refused, naming what is
+/// missing, before anything is touched.
 pub fn install(
     root: &Root,
     format: Format,
@@ -180,8 +297,21 @@ pub fn install(
     // apt-get and dnf take a bare `x.deb` for a package *name*: always pass a path.
     let abs = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     let file = abs.as_path();
-    let cmd = match (format, resolver(root, format)) {
-        (Format::Deb, Some(apt)) => {
+    let resolver = resolver(root, format);
+    let unmet = match (format, resolver) {
+        (Format::Deb, _) => missing_deps(root, &info.depends)?,
+        (Format::Rpm, Some(_)) => rpm_unmet(root, file)?,
+        // rpm refuses an unmet Requires by itself, touching nothing.
+        (Format::Rpm, None) => vec![],
+    };
+    let cmd = match (format, choose(resolver, unmet)) {
+        (_, Installer::Missing(missing)) => {
+            return Err(PackageError::MissingDeps {
+                root: root.base().display().to_string(),
+                missing,
+            })
+        }
+        (Format::Deb, Installer::Resolver(apt)) => {
             let mut c = cmd::command(apt);
             c.env("DEBIAN_FRONTEND", "noninteractive")
                 .args([
@@ -194,24 +324,19 @@ pub fn install(
                 .arg(file);
             c
         }
-        (Format::Rpm, Some(dnf)) => {
+        (Format::Rpm, Installer::Resolver(dnf)) => {
             let mut c = cmd::command(dnf);
             c.args(["install", "-y"]).arg(file);
             c
         }
-        (Format::Deb, None) => {
-            let missing = missing_deps(root, &info.depends)?;
-            if !missing.is_empty() {
-                return Err(PackageError::MissingDeps {
-                    root: root.base().display().to_string(),
-                    missing,
-                });
-            }
+        (Format::Deb, Installer::Direct) => {
             let mut c = tool(root, "dpkg");
-            c.args(["--force-confold", "-i"]).arg(file);
+            c.env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["--force-confold", "-i"])
+                .arg(file);
             c
         }
-        (Format::Rpm, None) => {
+        (Format::Rpm, Installer::Direct) => {
             let mut c = tool(root, "rpm");
             c.args(["-U", "--oldpackage"]).arg(file);
             c
@@ -264,9 +389,42 @@ fn tail(o: &cmd::Output) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::{choose, Dep, Installer};
+
+    fn dep(name: &str, rel: Option<(&str, &str)>) -> Dep {
+        Dep {
+            name: name.into(),
+            relation: rel.map(|(o, v)| (o.into(), v.into())),
+        }
+    }
+
     #[test]
-    fn dependency_names() {
-        assert_eq!(super::dep_name(" iproute2 (>= 5.0)"), "iproute2");
-        assert_eq!(super::dep_name("python3:any"), "python3");
+    fn dependency_clauses() {
+        assert_eq!(
+            Dep::parse(" iproute2 (>= 5.0)"),
+            dep("iproute2", Some((">=", "5.0")))
+        );
+        assert_eq!(Dep::parse("python3:any"), dep("python3", None));
+        assert_eq!(
+            Dep::parse("libc6:amd64 (<<2.37~)"),
+            dep("libc6", Some(("<<", "2.37~")))
+        );
+        assert_eq!(Dep::parse("sudo"), dep("sudo", None));
+        // Half a relation is no relation: the name alone decides.
+        assert_eq!(Dep::parse("x (>=)"), dep("x", None));
+    }
+
+    #[test]
+    fn direct_when_nothing_is_missing() {
+        assert_eq!(choose(Some("apt-get"), vec![]), Installer::Direct);
+        assert_eq!(choose(None, vec![]), Installer::Direct);
+        assert_eq!(
+            choose(Some("apt-get"), vec!["sudo".into()]),
+            Installer::Resolver("apt-get")
+        );
+        assert_eq!(
+            choose(None, vec!["sudo".into()]),
+            Installer::Missing(vec!["sudo".into()])
+        );
     }
 }

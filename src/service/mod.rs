@@ -15,6 +15,9 @@ use thiserror::Error;
 
 use crate::root::Root;
 
+/// Runtime unit files and masks (`systemctl mask --runtime`), gone at reboot.
+const RUNTIME_DIR: &str = "/run/systemd/system";
+
 /// The sidecar's unit.
 pub const UNIT: &str = "istio.service";
 
@@ -101,6 +104,9 @@ pub struct UnitState {
     pub restarts: u32,
     /// The unit file changed on disk since systemd loaded it.
     pub need_reload: bool,
+    /// UnitFileState (`enabled`, `disabled`, `static`, `masked`, ...; empty when systemd
+    /// has no unit file for it): what `is-enabled` says, without another call.
+    pub file_state: String,
 }
 
 impl UnitState {
@@ -209,7 +215,7 @@ impl Systemctl {
             &[
                 "show",
                 unit,
-                "--property=LoadState,ActiveState,SubState,NRestarts,NeedDaemonReload",
+                "--property=LoadState,ActiveState,SubState,NRestarts,NeedDaemonReload,UnitFileState",
             ],
             |c| c == 0,
         )?;
@@ -224,6 +230,7 @@ impl Systemctl {
                 "SubState" => s.sub = v.to_string(),
                 "NRestarts" => s.restarts = v.parse().unwrap_or(0),
                 "NeedDaemonReload" => s.need_reload = v == "yes",
+                "UnitFileState" => s.file_state = v.to_string(),
                 _ => {}
             }
         }
@@ -269,8 +276,10 @@ pub struct Outcome {
     pub running: bool,
 }
 
-/// Runs the service step. `package_changed`: the package was installed or upgraded in
-/// this run (its unit may have changed). `new_run` is called where the new process's
+/// Runs the service step with as few systemctl calls as the state allows (each costs
+/// about half a second on a small VM): one `show` answers load, activity, enablement
+/// and whether the unit file changed; daemon-reload only when it did (or systemd does
+/// not know the unit); `enable --now` as one call on a first start. `new_run` is called where the new process's
 /// log lines begin, so the health follower skips everything before: right before a
 /// `start` (nothing else is running), and right after a `restart` returns (systemctl
 /// waits for the old process to stop, and the old agent keeps logging while it drains
@@ -280,7 +289,6 @@ pub struct Outcome {
 /// only at start.
 pub fn step(
     root: &Root,
-    package_changed: bool,
     dns_changed: bool,
     new_run: &mut dyn FnMut(),
 ) -> Result<Outcome, ServiceError> {
@@ -306,26 +314,27 @@ pub fn step(
         sc.verb_on("restart", DNSMASQ_UNIT)?;
         out.actions.push(format!("restart {DNSMASQ_UNIT}"));
     }
-    let state = sc.show()?;
+    let mut state = sc.show()?;
     if state.load == "masked" {
         return Err(ServiceError::Masked);
     }
-    if package_changed || state.need_reload || state.load == "not-found" {
+    // A unit file that appeared since systemd last looked is loaded on first reference
+    // (systemd's unit cache: a not-found unit is retried when the unit directories
+    // changed); where that did not happen (older systemd, a change within the cache's
+    // mtime granularity) `show` says not-found, and a unit file changed since it was
+    // loaded says NeedDaemonReload: only those need a reload.
+    if reload_needed(&state) {
         sc.verb("daemon-reload")?;
         out.actions.push("daemon-reload".into());
+        state = sc.show()?;
     }
-    let state = if out.actions.is_empty() {
-        state
-    } else {
-        sc.show()?
-    };
     if state.load == "not-found" {
         return Err(ServiceError::NoUnit);
     }
     if node_agent {
         enable(&sc, NODE_AGENT_UNIT, &mut out)?;
     }
-    enable(&sc, UNIT, &mut out)?;
+    let enable_istio = needs_enable(UNIT, &state.file_state)?;
     let record = inputs::Record::path(root)?;
     let now = inputs::digest(root);
     let before = inputs::Record::load(&record);
@@ -343,12 +352,21 @@ pub fn step(
         }
     }
     if state.is_up() {
+        if enable_istio {
+            sc.verb("enable")?;
+            out.actions.push("enable".into());
+        }
         if !changed.is_empty() {
             sc.verb("restart")?;
             new_run();
             out.actions.push("restart".into());
             out.restart_reason = Some(changed.join(", "));
         }
+    } else if enable_istio {
+        // One call: systemctl enables, reloads (as every enable does) and starts.
+        new_run();
+        sc.run(&["enable", "--now", UNIT], |c| c == 0)?;
+        out.actions.push("enable --now".into());
     } else {
         new_run();
         sc.verb("start")?;
@@ -366,6 +384,15 @@ pub fn step(
 /// Only a positive answer refuses; a failing `systemctl is-enabled` is left to the
 /// service step, which reports it in context.
 pub fn preflight(root: &Root) -> Result<(), ServiceError> {
+    // A mask is a file in a unit directory too: where there is none (a first apply),
+    // there is nothing to ask systemd.
+    let there = |dir: &str| {
+        root.resolve_parent(&Path::new(dir).join(UNIT))
+            .is_ok_and(|p| p.symlink_metadata().is_ok())
+    };
+    if !UNIT_DIRS.iter().chain([&RUNTIME_DIR]).any(|d| there(d)) {
+        return Ok(());
+    }
     let (sc, _) = Systemctl::for_root(root);
     match sc.enablement().as_deref() {
         Ok("masked" | "masked-runtime") => Err(ServiceError::Masked),
@@ -373,27 +400,39 @@ pub fn preflight(root: &Root) -> Result<(), ServiceError> {
     }
 }
 
-/// Enables the unit unless it is (masked: refused; static/alias/indirect: nothing to do).
-/// Actions on istio.service are shown bare (`enable`), others with the unit's name.
-fn enable(sc: &Systemctl, unit: &str, out: &mut Outcome) -> Result<(), ServiceError> {
-    match sc.enablement_of(unit)?.as_str() {
+/// Whether a live unit with UnitFileState `file_state` needs `systemctl enable`
+/// (masked: refused; enabled, static, alias, indirect, generated: nothing to do).
+pub fn needs_enable(unit: &str, file_state: &str) -> Result<bool, ServiceError> {
+    match file_state {
         "masked" | "masked-runtime" if unit == UNIT => Err(ServiceError::Masked),
         "masked" | "masked-runtime" => Err(ServiceError::Command {
             command: format!("systemctl enable {unit}"),
             status: "masked".into(),
             output: format!("{unit} is masked; run `systemctl unmask {unit}`"),
         }),
-        "disabled" | "" => {
-            sc.verb_on("enable", unit)?;
-            out.actions.push(if unit == UNIT {
-                "enable".into()
-            } else {
-                format!("enable {unit}")
-            });
-            Ok(())
-        }
-        _ => Ok(()),
+        "disabled" | "" => Ok(true),
+        _ => Ok(false),
     }
+}
+
+/// Whether systemd must reload before the unit can be used as it is on disk.
+pub fn reload_needed(state: &UnitState) -> bool {
+    state.need_reload || state.load == "not-found"
+}
+
+/// Enables the unit unless it needs nothing (see [`needs_enable`]); used offline and for
+/// the legacy node agent. Actions on istio.service are shown bare (`enable`), others
+/// with the unit's name.
+fn enable(sc: &Systemctl, unit: &str, out: &mut Outcome) -> Result<(), ServiceError> {
+    if needs_enable(unit, &sc.enablement_of(unit)?)? {
+        sc.verb_on("enable", unit)?;
+        out.actions.push(if unit == UNIT {
+            "enable".into()
+        } else {
+            format!("enable {unit}")
+        });
+    }
+    Ok(())
 }
 
 /// The unit's file inside the root (`/lib/systemd/system/istio.service`), the first of

@@ -1,15 +1,20 @@
 //! A stand-in systemd for the service tests, plugged in through vmagent's debug-build
 //! seam `VMAGENT_TEST_SYSTEMCTL=PROGRAM` (src/service/mod.rs): a POSIX sh `systemctl`
-//! (tests/common/fake_systemd/systemctl.sh) that answers `show`, `is-enabled`, `enable`,
-//! `disable`, `mask`, `unmask`, `daemon-reload`, `start`, `restart` and `stop` with
-//! systemd 252's messages and exit codes, for any unit:
+//! (tests/common/fake_systemd/systemctl.sh) that answers `show`, `is-enabled`, `enable`
+//! (also `enable --now`), `disable`, `mask`, `unmask`, `daemon-reload`, `start`,
+//! `restart` and `stop` with systemd 252's messages and exit codes, for any unit:
 //! - unit files are looked up in systemd's order (etc, usr/lib, lib under the root); a
 //!   symlink to /dev/null in etc/systemd/system masks the unit: LoadState `masked`,
 //!   `is-enabled` prints `masked` (exit 1), `start`/`restart` fail with `Unit X is
 //!   masked.` (exit 1), `enable` fails (exit 1);
 //! - a unit without WantedBy=/RequiredBy= in [Install] is static: `is-enabled` prints
 //!   `static` (exit 0), `enable` prints systemd's explanation and exits 0 linking nothing;
-//! - `enable` links into every WantedBy=/RequiredBy= target's .wants/.requires.
+//! - `enable` links into every WantedBy=/RequiredBy= target's .wants/.requires, and,
+//!   like `disable`, reloads implicitly (systemctl's default without `--no-reload`);
+//! - istio.service is loaded at its first reference (`show`, `start`) with no
+//!   daemon-reload, as systemd 246 and later do for a unit file that appeared since
+//!   they last looked; `NeedDaemonReload` is `yes` once the unit file found first
+//!   differs in path, content or mtime from the one loaded.
 //!
 //! istio.service really runs, like systemd with `Restart=always` would: a detached
 //! supervisor (supervisor.sh) runs `sh ROOT/usr/local/bin/istio-start.sh` in a loop,
@@ -23,8 +28,8 @@
 //! - `FAKE_SYSTEMD_STATE`: its state directory: `calls` (one line per invocation, the
 //!   arguments), `supervisor` and `main` (pids), `restarts` (automatic restarts since the
 //!   last start/restart: systemd's NRestarts), `runs` (`start T` / `exit T STATUS` per
-//!   run of istio.service), `loaded-unit` (checksum of the unit file at the last
-//!   daemon-reload: NeedDaemonReload), `active/UNIT` (other units), `supervisor.log`.
+//!   run of istio.service), `loaded-unit` (path, checksum and mtime of the unit file
+//!   as last loaded: NeedDaemonReload), `active/UNIT` (other units), `supervisor.log`.
 //! - `FAKE_SYSTEMD_ROOT`: the target root (the unit files, istio-start.sh, the
 //!   enablement symlinks live there); passed to istio-start.sh as `FIXTURE_ROOT`.
 //! - `FAKE_SYSTEMD_OWNER`: the test process; the supervisor kills its process group when

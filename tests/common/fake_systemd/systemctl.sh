@@ -8,7 +8,7 @@ R="${FAKE_SYSTEMD_ROOT:?FAKE_SYSTEMD_ROOT is not set}"
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 SUPERVISED=istio.service
-PROPS=LoadState,ActiveState,SubState,NRestarts,NeedDaemonReload
+PROPS=LoadState,ActiveState,SubState,NRestarts,NeedDaemonReload,UnitFileState
 ETC=etc/systemd/system
 printf '%s\n' "$*" >> "$S/calls"
 
@@ -77,6 +77,31 @@ links_of() { # unit
     done
 }
 
+# What systemd remembers of the loaded unit file: its path, content and mtime (systemd
+# compares the mtime; the checksum catches a rewrite within the mtime's granularity).
+unit_sig() { # unit-file
+    printf '%s %s %s\n' "$1" "$(cksum < "$1")" "$(stat -c %y "$1")"
+}
+
+# daemon-reload, and what `enable`/`disable` do implicitly: load istio.service afresh.
+reload() {
+    if uf=$(unit_file "$SUPERVISED"); then
+        unit_sig "$uf" > "$S/loaded-unit.tmp" && mv -f "$S/loaded-unit.tmp" "$S/loaded-unit"
+    else
+        rm -f "$S/loaded-unit"
+    fi
+}
+
+# systemctl show's UnitFileState (empty when there is no unit file).
+file_state() { # unit
+    if masked "$1"; then echo masked
+    elif ! uf=$(unit_file "$1"); then echo
+    elif [ -n "$(links_of "$1")" ]; then echo enabled
+    elif [ -z "$(install_targets "$uf")" ]; then echo static
+    else echo disabled
+    fi
+}
+
 show() { # unit
     u=$1
     need=no
@@ -84,9 +109,11 @@ show() { # unit
         load=masked
     elif uf=$(unit_file "$u"); then
         load=loaded
-        if [ "$u" = "$SUPERVISED" ] && [ -f "$S/loaded-unit" ] &&
-            [ "$(cksum < "$uf")" != "$(cat "$S/loaded-unit")" ]; then
-            need=yes
+        # systemd 246+ loads a unit file that appeared since it last looked on first
+        # reference, with no daemon-reload; a loaded one that changed needs a reload.
+        if [ "$u" = "$SUPERVISED" ]; then
+            [ -f "$S/loaded-unit" ] || reload
+            [ "$(unit_sig "$uf")" = "$(cat "$S/loaded-unit")" ] || need=yes
         fi
     else
         load=not-found
@@ -102,8 +129,8 @@ show() { # unit
     fi
     n=0
     [ "$u" = "$SUPERVISED" ] && n=$(cat "$S/restarts" 2>/dev/null || echo 0)
-    printf 'LoadState=%s\nActiveState=%s\nSubState=%s\nNRestarts=%s\nNeedDaemonReload=%s\n' \
-        "$load" "$active" "$sub" "$n" "$need"
+    printf 'LoadState=%s\nActiveState=%s\nSubState=%s\nNRestarts=%s\nNeedDaemonReload=%s\nUnitFileState=%s\n' \
+        "$load" "$active" "$sub" "$n" "$need" "$(file_state "$u")"
 }
 
 # is-enabled: systemd 252 prints the state on stdout; 0 for enabled and static, 1 for
@@ -160,9 +187,21 @@ case "$#:$1" in
     show "$2"
     ;;
 "2:is-enabled") is_enabled "$2" ;;
-"2:enable") enable "$2" ;;
+"2:enable") enable "$2" && reload ;;
+"3:enable")
+    # enable --now: enable (with its implicit reload), then start.
+    [ "$2" = "--now" ] || unexpected "$@"
+    enable "$3" && reload
+    need_unit start "$3"
+    if [ "$3" = "$SUPERVISED" ]; then
+        live "$(pid_of supervisor)" || { stop_supervised; start_supervised; }
+    else
+        mkdir -p "$S/active" && : > "$S/active/$3"
+    fi
+    ;;
 "2:disable")
     for l in $(links_of "$2"); do rm -f "$l" && echo "Removed \"/${l#"$R"/}\"." >&2; done
+    reload
     ;;
 "2:mask")
     if [ -e "$R/$ETC/$2" ] && ! masked "$2"; then
@@ -176,15 +215,10 @@ case "$#:$1" in
 "2:unmask")
     if masked "$2"; then rm -f "$R/$ETC/$2" && echo "Removed \"/$ETC/$2\"." >&2; fi
     ;;
-"1:daemon-reload")
-    if uf=$(unit_file "$SUPERVISED"); then
-        cksum < "$uf" > "$S/loaded-unit.tmp" && mv -f "$S/loaded-unit.tmp" "$S/loaded-unit"
-    else
-        rm -f "$S/loaded-unit"
-    fi
-    ;;
+"1:daemon-reload") reload ;;
 "2:start")
     need_unit start "$2"
+    [ "$2" != "$SUPERVISED" ] || [ -f "$S/loaded-unit" ] || reload
     # Starting an active unit does nothing.
     if [ "$2" = "$SUPERVISED" ]; then
         live "$(pid_of supervisor)" || { stop_supervised; start_supervised; }

@@ -21,6 +21,26 @@ cat >/etc/apt/apt.conf.d/99vmtest-timing <<'EOF'
 DPkg::Pre-Invoke { "mkdir -p /run/vmtest; read u x </proc/uptime; echo pre $u >>/run/vmtest/dpkg-times"; };
 DPkg::Post-Invoke { "mkdir -p /run/vmtest; read u x </proc/uptime; echo post $u >>/run/vmtest/dpkg-times"; };
 EOF
+# vmagent runs `dpkg -i` itself when nothing is missing: the same stamps, from a wrapper
+# first on root's PATH (apt calls /usr/bin/dpkg by its full path, so nothing counts twice).
+cat >/usr/local/sbin/dpkg <<'EOF'
+#!/bin/sh
+case " $* " in
+*" -i "* | *" --install "*)
+    mkdir -p /run/vmtest
+    read -r u _ </proc/uptime
+    echo "pre $u" >>/run/vmtest/dpkg-times
+    /usr/bin/dpkg "$@"
+    rc=$?
+    read -r u _ </proc/uptime
+    echo "post $u" >>/run/vmtest/dpkg-times
+    exit "$rc"
+    ;;
+esac
+exec /usr/bin/dpkg "$@"
+EOF
+chmod 755 /usr/local/sbin/dpkg
+mark "dpkg_on_path=$(command -v dpkg)"
 
 # The sidecar packages, served on loopback so vmagent's real download path runs (the
 # guest has no other network). Requests are logged to this unit's journal. Started

@@ -65,7 +65,11 @@ fn onboarded() -> (tempfile::TempDir, TestRoot, FakeSystemd) {
         ],
     );
     let o = code(o, 0, "apply");
-    assert!(stdout(&o).contains("service: istio.service enable --now"), "{}", show(&o));
+    assert!(
+        stdout(&o).contains("service: istio.service enable --now"),
+        "{}",
+        show(&o)
+    );
     assert_eq!(deb_installed(root.path()).as_deref(), Some(V1));
     // `--wait 0` returns while the service is starting: wait until the stand-in proxy
     // has written its start lines (Envoy's line in istio.err.log is the last one), so a

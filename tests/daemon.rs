@@ -570,7 +570,7 @@ fn start_installs_package_files_and_starts_the_service() {
     assert_eq!(
         calls
             .iter()
-            .filter(|c| *c == "enable --now istio.service")
+            .filter(|c| *c == "enable --now --no-reload istio.service")
             .count(),
         1,
         "{calls:?}"
@@ -798,7 +798,7 @@ fn drift_removed_package_is_reinstalled() {
             .any(|c| {
                 c.starts_with("restart istio")
                     || c.starts_with("start istio")
-                    || c.starts_with("enable --now istio")
+                    || c.starts_with("enable --now --no-reload istio")
             })
             .then_some(())
     });

@@ -403,19 +403,20 @@ fn ready_after_first_apply() {
     assert_eq!(deb_installed(vm.root.path()).as_deref(), Some(V1));
 
     // The fewest systemctl calls a first start can take: one `show` (load, activity,
-    // enablement, NeedDaemonReload at once), then `enable --now`. No daemon-reload: the
-    // package's new unit file is loaded on first reference, and enable reloads anyway.
+    // enablement, NeedDaemonReload at once), then `enable --now --no-reload`. No
+    // daemon-reload, not even enable's implicit one: the package's new unit file is
+    // loaded on first reference, and the new .wants/ link matters only at the next boot.
     // (The health monitor's own `show`s while it waits come after.)
     let calls = vm.fake.calls();
     let upto = calls
         .iter()
-        .position(|c| c == "enable --now istio.service")
+        .position(|c| c == "enable --now --no-reload istio.service")
         .map_or(calls.len(), |i| i + 1);
     assert_eq!(
         calls[..upto],
         [
             "show istio.service --property=LoadState,ActiveState,SubState,NRestarts,NeedDaemonReload,UnitFileState",
-            "enable --now istio.service",
+            "enable --now --no-reload istio.service",
         ],
         "{calls:?}"
     );
@@ -842,7 +843,7 @@ fn wait_zero_starts_and_returns() {
     assert_eq!(
         calls
             .iter()
-            .filter(|c| *c == "enable --now istio.service")
+            .filter(|c| *c == "enable --now --no-reload istio.service")
             .count(),
         1,
         "{calls:?}"

@@ -137,19 +137,19 @@ echo "$*" >> "$STUB_LOG"
 case "$1" in
 show)
     echo "LoadState=loaded"
-    if grep -Eqx "(re)?start $2|enable --now $2" "$STUB_LOG"; then
+    if grep -Eqx "(re)?start $2|enable --now --no-reload $2" "$STUB_LOG"; then
         echo "ActiveState=active"; echo "SubState=running"
     else
         echo "ActiveState=inactive"; echo "SubState=dead"
     fi
     echo "NRestarts=0"; echo "NeedDaemonReload=no"
-    if grep -Eqx "enable (--now )?$2" "$STUB_LOG"; then
+    if grep -Eqx "enable (--now )?--no-reload $2" "$STUB_LOG"; then
         echo "UnitFileState=enabled"
     else
         echo "UnitFileState=disabled"
     fi ;;
 is-enabled)
-    if grep -Eqx "enable (--now )?$2" "$STUB_LOG"; then echo enabled; else echo disabled; exit 1; fi ;;
+    if grep -Eqx "enable (--now )?--no-reload $2" "$STUB_LOG"; then echo enabled; else echo disabled; exit 1; fi ;;
 esac
 exit 0
 "#;
@@ -217,9 +217,9 @@ fn node_agent_starts_before_istio_and_dnsmasq_reloads_kubedns() {
         calls,
         [
             "restart dnsmasq.service",
-            "enable istio-auth-node-agent.service",
+            "enable --no-reload istio-auth-node-agent.service",
             "start istio-auth-node-agent.service",
-            "enable --now istio.service",
+            "enable --now --no-reload istio.service",
         ]
     );
     // Nothing changed: nothing restarted.

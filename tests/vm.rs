@@ -767,6 +767,24 @@ fn oneshot(r: &Results, p: &Payload, c: &mut Check, pristine_hosts: &str) {
         s.out().contains("service: istio.service enable --now\n"),
         || format!("the service step was not one `enable --now`; {}", s.show()),
     );
+    // systemd's own word that nothing reloaded it during the apply: neither a
+    // daemon-reload nor enable's implicit one (`--no-reload`).
+    let reloads: Vec<&str> = r
+        .all(sc, "pid1_reload")
+        .into_iter()
+        .filter(|t| {
+            t.parse::<f64>()
+                .is_ok_and(|t| t >= s.t_start && t <= s.t_end)
+        })
+        .collect();
+    c.that(sc, reloads.is_empty(), || {
+        format!(
+            "systemd reloaded during the first apply ({:.2}-{:.2} s) at {reloads:?}; {}",
+            s.t_start,
+            s.t_end,
+            s.show()
+        )
+    });
     c.eq(
         sc,
         "the dpkg stamps (wrapper on PATH)",

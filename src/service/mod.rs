@@ -261,6 +261,23 @@ impl Systemctl {
     fn verb_on(&self, verb: &str, unit: &str) -> Result<(), ServiceError> {
         self.run(&[verb, unit], |c| c == 0).map(|_| ())
     }
+
+    /// `systemctl enable [--now] UNIT`, live with `--no-reload`: enable's implicit
+    /// daemon-reload (systemctl-enable.c reloads unless told not to) is the slowest
+    /// systemctl call on a small VM, and this boot needs none of it: the new
+    /// `.wants/` link matters only at the next boot, which reads it from disk, and
+    /// [`step`] has already reloaded when the unit itself needed it.
+    fn enable(&self, unit: &str, now: bool) -> Result<(), ServiceError> {
+        let mut args = vec!["enable"];
+        if now {
+            args.push("--now");
+        }
+        if self.root.is_none() {
+            args.push("--no-reload");
+        }
+        args.push(unit);
+        self.run(&args, |c| c == 0).map(|_| ())
+    }
 }
 
 /// What the service step did.
@@ -279,7 +296,8 @@ pub struct Outcome {
 /// Runs the service step with as few systemctl calls as the state allows (each costs
 /// about half a second on a small VM): one `show` answers load, activity, enablement
 /// and whether the unit file changed; daemon-reload only when it did (or systemd does
-/// not know the unit); `enable --now` as one call on a first start. `new_run` is called where the new process's
+/// not know the unit); `enable --now` as one call on a first start, without enable's
+/// implicit reload. `new_run` is called where the new process's
 /// log lines begin, so the health follower skips everything before: right before a
 /// `start` (nothing else is running), and right after a `restart` returns (systemctl
 /// waits for the old process to stop, and the old agent keeps logging while it drains
@@ -353,7 +371,7 @@ pub fn step(
     }
     if state.is_up() {
         if enable_istio {
-            sc.verb("enable")?;
+            sc.enable(UNIT, false)?;
             out.actions.push("enable".into());
         }
         if !changed.is_empty() {
@@ -363,9 +381,9 @@ pub fn step(
             out.restart_reason = Some(changed.join(", "));
         }
     } else if enable_istio {
-        // One call: systemctl enables, reloads (as every enable does) and starts.
+        // One call: systemctl enables and starts.
         new_run();
-        sc.run(&["enable", "--now", UNIT], |c| c == 0)?;
+        sc.enable(UNIT, true)?;
         out.actions.push("enable --now".into());
     } else {
         new_run();
@@ -425,7 +443,7 @@ pub fn reload_needed(state: &UnitState) -> bool {
 /// with the unit's name.
 fn enable(sc: &Systemctl, unit: &str, out: &mut Outcome) -> Result<(), ServiceError> {
     if needs_enable(unit, &sc.enablement_of(unit)?)? {
-        sc.verb_on("enable", unit)?;
+        sc.enable(unit, false)?;
         out.actions.push(if unit == UNIT {
             "enable".into()
         } else {

@@ -1,7 +1,7 @@
 //! A stand-in systemd for the service tests, plugged in through vmagent's debug-build
 //! seam `VMAGENT_TEST_SYSTEMCTL=PROGRAM` (src/service/mod.rs): a POSIX sh `systemctl`
 //! (tests/common/fake_systemd/systemctl.sh) that answers `show`, `is-enabled`, `enable`
-//! (also `enable --now`), `disable`, `mask`, `unmask`, `daemon-reload`, `start`,
+//! (also `--now` and `--no-reload`), `disable`, `mask`, `unmask`, `daemon-reload`, `start`,
 //! `restart` and `stop` with systemd 252's messages and exit codes, for any unit:
 //! - unit files are looked up in systemd's order (etc, usr/lib, lib under the root); a
 //!   symlink to /dev/null in etc/systemd/system masks the unit: LoadState `masked`,

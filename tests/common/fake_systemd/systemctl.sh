@@ -187,16 +187,30 @@ case "$#:$1" in
     show "$2"
     ;;
 "2:is-enabled") is_enabled "$2" ;;
-"2:enable") enable "$2" && reload ;;
-"3:enable")
-    # enable --now: enable (with its implicit reload), then start.
-    [ "$2" = "--now" ] || unexpected "$@"
-    enable "$3" && reload
-    need_unit start "$3"
-    if [ "$3" = "$SUPERVISED" ]; then
-        live "$(pid_of supervisor)" || { stop_supervised; start_supervised; }
-    else
-        mkdir -p "$S/active" && : > "$S/active/$3"
+[234]:enable)
+    # enable [--now] [--no-reload] UNIT: link, reload unless --no-reload (systemctl-enable.c),
+    # then with --now start as `start` does (loading the unit on first reference).
+    now=no; rl=yes; u=
+    shift
+    for a in "$@"; do
+        case "$a" in
+        --now) now=yes ;;
+        --no-reload) rl=no ;;
+        -*) unexpected enable "$@" ;;
+        *) [ -z "$u" ] || unexpected enable "$@"; u=$a ;;
+        esac
+    done
+    [ -n "$u" ] || unexpected enable "$@"
+    enable "$u"
+    [ "$rl" = no ] || reload
+    if [ "$now" = yes ]; then
+        need_unit start "$u"
+        if [ "$u" = "$SUPERVISED" ]; then
+            [ -f "$S/loaded-unit" ] || reload
+            live "$(pid_of supervisor)" || { stop_supervised; start_supervised; }
+        else
+            mkdir -p "$S/active" && : > "$S/active/$u"
+        fi
     fi
     ;;
 "2:disable")

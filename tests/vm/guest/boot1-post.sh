@@ -34,6 +34,10 @@ mark "listener=$(ss -Hltnp 'sport = :15021' 2>/dev/null | grep -o 'pid=[0-9]*' |
 mark "istio_log_owner=$(stat -c %U /var/log/istio/istio.log 2>/dev/null)"
 mark "secrets_dir=$(stat -c '%U %a' /var/run/secrets 2>/dev/null)"
 mark "start_limit=$(unit_prop istio.service StartLimitIntervalUSec)"
+# Every daemon reload this boot, as systemd itself logs it (PID 1: "Reloading."), in
+# seconds since boot: the host checks that none falls within the first apply.
+while read -r t; do mark "pid1_reload=$t"; done < <(journalctl -b _PID=1 --no-pager -o short-monotonic |
+    sed -n 's/^\[ *\([0-9.]*\)\] .*systemd\[1\]: Reloading.*/\1/p')
 mark "journal_iptables=$(journalctl -b -u istio.service --no-pager -o cat | grep -c 'Applying iptables chains and rules')"
 mark "log_iptables=$(grep -c 'iptables' /var/log/istio/istio.log 2>/dev/null)"
 mark "log_probe_ready=$(grep -c 'Envoy proxy is ready' /var/log/istio/istio.log 2>/dev/null)"
